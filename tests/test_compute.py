@@ -1,0 +1,148 @@
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from inferscale.compute import (
+    ModelCost,
+    count_parameters,
+    forward_flops,
+    generation_flops,
+    scoring_flops,
+)
+
+LLEMMA_7B = {
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32016,
+    "tie_word_embeddings": False,
+}
+LLEMMA_34B = {
+    "hidden_size": 8192,
+    "intermediate_size": 22016,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 64,
+    "num_key_value_heads": 8,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+}
+
+
+def tiny_config(**overrides):
+    fields = {
+        "hidden_size": 48,
+        "intermediate_size": 80,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "vocab_size": 101,
+    }
+    return LlamaConfig(**(fields | overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"tie_word_embeddings": False},
+        {"tie_word_embeddings": True},
+        {"num_key_value_heads": 6},
+        {"head_dim": 12},
+        {"attention_bias": True, "mlp_bias": True},
+    ],
+)
+def test_parameter_count_matches_a_real_model(overrides):
+    config = tiny_config(**overrides)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    counts = count_parameters(config)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight.numel()
+    if not config.tie_word_embeddings:
+        embedding += model.get_output_embeddings().weight.numel()
+    assert counts["embedding"] == embedding
+    assert counts["non_embedding"] == counts["total"] - embedding
+
+
+def test_parameter_count_from_a_plain_dict_equals_the_config_object():
+    config = tiny_config(tie_word_embeddings=True)
+    fields = {name: getattr(config, name) for name in (*LLEMMA_7B, "head_dim")}
+    assert count_parameters(fields) == count_parameters(config)
+
+
+def test_llemma_7b_parameters():
+    counts = count_parameters(LLEMMA_7B)
+    assert counts == {
+        "total": 6_738_546_688,
+        "embedding": 2 * 32016 * 4096,
+        "non_embedding": 6_476_271_616,
+    }
+
+
+def test_llemma_34b_parameters():
+    counts = count_parameters(LLEMMA_34B)
+    assert counts == {
+        "total": 33_743_970_304,
+        "embedding": 2 * 32000 * 8192,
+        "non_embedding": 33_219_682_304,
+    }
+
+
+def test_paper_flops_reproduce_llemma_7b_greedy_on_math500():
+    # Wu et al. report 3.92e12 FLOPs per question: ~291 generated tokens x 2 x 6.74e9 (total), or
+    # ~303 tokens x 2 x 6.48e9 (non-embedding).
+    cost = ModelCost.from_config(LLEMMA_7B)
+    assert generation_flops(cost, 500, [291], "paper", "total") == 291 * 2 * 6_738_546_688
+    assert f"{generation_flops(cost, 500, [291], 'paper', 'total'):.2e}" == "3.92e+12"
+    assert f"{generation_flops(cost, 500, [303], 'paper', 'non_embedding'):.2e}" == "3.92e+12"
+
+
+SMALL = ModelCost(non_embedding=1000, total=1500, n_layer=2, d_model=10)
+
+
+def test_forward_flops_sum_each_tokens_own_context():
+    # positions 1..3: 3 x 2 x 1000 + 2 x 2 x 10 x (1 + 2 + 3)
+    assert forward_flops(SMALL, 3) == 6000 + 240
+    # positions 5..6 after 4 cached tokens: 2 x 2 x 1000 + 40 x (5 + 6)
+    assert forward_flops(SMALL, 2, n_past=4) == 4000 + 440
+    assert forward_flops(SMALL, 0, n_past=9) == 0
+
+
+def test_full_generation_flops_prefill_the_prompt_once():
+    # prompt of 3 tokens, then samples of 2 and 1 tokens.
+    prefill = 3 * 2000 + 40 * (1 + 2 + 3)
+    first_sample = 2 * 2000 + 40 * (4 + 5)
+    second_sample = 1 * 2000 + 40 * 4
+    assert generation_flops(SMALL, 3, [2, 1], "full") == prefill + first_sample + second_sample
+    assert generation_flops(SMALL, 3, [2, 1], "full") == 6240 + 4360 + 2160
+
+
+def test_paper_generation_flops_count_generated_tokens_only():
+    assert generation_flops(SMALL, 3, [2, 1], "paper", "total") == 3 * 2 * 1500
+    assert generation_flops(SMALL, 3, [2, 1], "paper", "non_embedding") == 3 * 2 * 1000
+    assert generation_flops(SMALL, 3, [2, 1], "paper") == 3 * 2 * 1500
+
+
+def test_full_flops_of_a_long_sequence_match_a_token_by_token_sum():
+    cost = ModelCost.from_config(LLEMMA_7B)
+    per_token = sum(2 * cost.non_embedding + 2 * 32 * 4096 * p for p in range(1, 1025))
+    assert generation_flops(cost, 1000, [24], "full") == per_token
+
+
+def test_scoring_flops_read_each_sequence_from_scratch():
+    reward_model = ModelCost(non_embedding=500, total=700, n_layer=1, d_model=4)
+    # sequences of 2 and 3 tokens: (2 x 1000 + 8 x 3) + (3 x 1000 + 8 x 6)
+    assert scoring_flops(reward_model, [2, 3]) == 2024 + 3048
+    assert scoring_flops(reward_model, [2, 3], "paper", "total") == 5 * 2 * 700
+
+
+def test_unknown_settings_are_rejected():
+    with pytest.raises(ValueError):
+        generation_flops(SMALL, 3, [1], "kaplan")
+    with pytest.raises(ValueError):
+        generation_flops(SMALL, 3, [1], "paper", "all")
+    with pytest.raises(ValueError):
+        forward_flops(SMALL, -1)
+    with pytest.raises(ValueError):
+        count_parameters({"hidden_size": 8})

@@ -1,0 +1,207 @@
+import logging
+import multiprocessing
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from inferscale.grading import Grader, answer_classes, extract_answer, is_equivalent
+
+# Sympy does not finish comparing this power tower with 1 within 30 s (measured, math-verify 0.9).
+SLOW_PRED = r"9^{9^{9^{9}}}"
+
+
+@pytest.fixture(scope="module")
+def grader() -> Iterator[Grader]:
+    g = Grader(timeout_s=5.0)
+    yield g
+    g.close()
+
+
+# --- extraction ------------------------------------------------------------------------------
+
+
+def test_extract_from_step_format() -> None:
+    solution = (
+        "Step 1: The answer is: 7 is a guess we check. ки\n"
+        "Step 2: 3 + 4 = 7, so x = \\frac{7}{2}. ки\n"
+        "Step 3: The answer is: \\frac{7}{2} ки\n"
+    )
+    assert extract_answer(solution) == "\\frac{7}{2}"
+
+
+def test_extract_answer_without_tag_or_with_period() -> None:
+    assert extract_answer("Step 1: 2+2=4. The answer is: 4.") == "4"
+    assert extract_answer("Step 1: The answer is: 4ки") == "4"
+    assert extract_answer("Step 1: The answer is: 4 ки\nStep 2: garbage") == "4"
+
+
+def test_partial_solution_has_no_answer() -> None:
+    assert extract_answer("Step 1: Let x = 3. ки\nStep 2: Then 2x = ") is None
+    assert extract_answer("Step 1: x = 3. ки\nStep 2: The answer is:") is None
+
+
+def test_extract_with_custom_phrase_and_tag() -> None:
+    text = "1. We add <s>\n2. Final answer: 12 <s>\n"
+    assert extract_answer(text, answer_phrase="Final answer:", tag=" <s>") == "12"
+    assert extract_answer(text) is None
+
+
+def test_extract_last_boxed_with_nested_braces() -> None:
+    text = r"First $\boxed{1}$, then $x = \boxed{\dfrac{\sqrt{2}}{2}}$."
+    assert extract_answer(text) == r"\dfrac{\sqrt{2}}{2}"
+    assert extract_answer(r"so \fbox{ 5 }") == "5"
+    assert extract_answer(r"unbalanced \boxed{\frac{1}{2}") is None
+
+
+def test_answer_phrase_wins_over_boxed() -> None:
+    assert extract_answer("Step 1: \\boxed{3} ки\nStep 2: The answer is: 4 ки") == "4"
+
+
+def test_extract_gsm8k() -> None:
+    assert extract_answer("He pays 1,000 + 234.\n#### 1,234") == "1234"
+    assert extract_answer("#### -5") == "-5"
+
+
+# --- equivalence -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ("0.5", r"\frac{1}{2}"),
+        (r"\dfrac{1}{2}", r"\frac12"),
+        (r"\boxed{3}", "3"),
+        ("$3$", "3"),
+        ("(1, 2)", "(1,2)"),
+        ("[0,1)", "[0, 1)"),
+        (r"\left[0,1\right)", "[0,1)"),
+        ("x+1", "1+x"),
+        (r"\{2,1\}", r"\{1,2\}"),
+    ],
+)
+def test_equivalent(grader: Grader, pred: str, gold: str) -> None:
+    assert grader.equivalent(pred, gold)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ("0.6", r"\frac{1}{2}"),
+        (r"\frac{1}{3}", r"\frac12"),
+        (r"\boxed{4}", "3"),
+        ("(2,1)", "(1,2)"),
+        ("(1,2,3)", "(1,2)"),
+        ("[0,1]", "[0,1)"),
+        (r"\rightarrow", r"\leftarrow"),
+        ("x-1", "1+x"),
+        ("", ""),
+    ],
+)
+def test_not_equivalent(grader: Grader, pred: str, gold: str) -> None:
+    assert not grader.equivalent(pred, gold)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        # Math-verify drops text (units) entirely, so even different units match.
+        ("5", r"5\text{ cm}"),
+        (r"5\text{ m}", r"5\text{ cm}"),
+        ("5", r"5^\circ"),
+        # It accepts a percentage both as the bare number and as the fraction.
+        ("10", r"10\%"),
+        ("0.1", r"10\%"),
+        # An open interval with two numbers also matches the set of them.
+        (r"\{1,2\}", "(1,2)"),
+        # The value matches an equation assigning it.
+        ("x = 2", "2"),
+    ],
+)
+def test_math_verify_leniencies(grader: Grader, pred: str, gold: str) -> None:
+    assert grader.equivalent(pred, gold)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        ("$1,234", "1234.0", True),
+        (r"\$ 1,234.50", "1234.5", True),
+        (r"\boxed{3}", "3.", True),
+        (r"\dfrac{1}{2}", r"\frac{1}{2}", True),
+        ("[0, 1)", "[0,1)", True),
+        ("-2", "-2.00", True),
+        # Plain numbers compare exactly, unlike math-verify's rounding to 6 decimals.
+        ("0.3333333", "0.333333", False),
+        ("7", "8", False),
+    ],
+)
+def test_fast_path_needs_no_math_verify(
+    pred: str, gold: str, expected: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With a zero timeout every math-verify call would time out: False and a warning.
+    g = Grader(timeout_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="inferscale.grading"):
+        assert g.equivalent(pred, gold) is expected
+    assert not caplog.records
+    g.close()
+
+
+def test_none_prediction_is_wrong(grader: Grader) -> None:
+    assert not grader.equivalent(None, "1")
+    assert not is_equivalent(None, "1")
+
+
+def test_works_outside_the_main_thread(grader: Grader) -> None:
+    pairs = [("0.5", r"\frac{1}{2}"), ("2x", "x+x"), ("(1,2)", "(2,1)"), ("y^2", "y*y")]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda pair: grader.equivalent(*pair), pairs))
+    assert results == [True, True, False, True]
+
+
+def test_default_grader() -> None:
+    assert is_equivalent("0.5", r"\dfrac{1}{2}")
+    assert not is_equivalent("0.5", r"\dfrac{1}{3}")
+
+
+def test_slow_comparison_times_out_and_grader_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    g = Grader(timeout_s=1.0)
+    assert g.equivalent("x+1", "1+x")  # the worker is up before timing
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="inferscale.grading"):
+        assert not g.equivalent(SLOW_PRED, "1")
+    elapsed = time.monotonic() - start
+    assert elapsed < 1.0 + 2.0
+    assert "timed out" in caplog.text and SLOW_PRED in caplog.text
+
+    start = time.monotonic()
+    assert not g.equivalent(SLOW_PRED, "1")  # cached, not re-run
+    assert time.monotonic() - start < 0.1
+    assert g.equivalent(r"\frac{2}{4}", "0.5")  # on a fresh worker
+    g.close()
+
+
+def test_close_stops_the_worker() -> None:
+    g = Grader()
+    before = set(multiprocessing.active_children())
+    g.equivalent("x+1", "1+x")
+    (worker,) = set(multiprocessing.active_children()) - before
+    g.close()
+    assert not worker.is_alive()
+    assert g.equivalent("2x", "x*2")  # restarts lazily
+    g.close()
+
+
+# --- voting ----------------------------------------------------------------------------------
+
+
+def test_answer_classes_in_order_of_first_appearance(grader: Grader) -> None:
+    answers = ["3", None, r"\frac12", "0.5", "3.0", r"\boxed{3}", "(1,2)", "(1, 2)", "x", None]
+    assert answer_classes(answers, grader.equivalent) == [0, None, 1, 1, 0, 0, 2, 2, 3, None]
+
+
+def test_answer_classes_edge_cases() -> None:
+    assert answer_classes([]) == []
+    assert answer_classes([None, None]) == [None, None]
+    assert answer_classes(["a", "b", "a"], lambda x, y: x == y) == [0, 1, 0]
