@@ -1,0 +1,273 @@
+"""The transformers backend: batched decoding with a KV cache and one random stream per sample.
+
+HF `generate` draws every sequence of a batch from one generator, so a sample would depend on
+which other sequences share its batch. This loop gives sample i of a request its own stream
+seeded with `seed + i`, which makes samples reproducible whatever the batching.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from inferscale.generation.base import Completion, Request, Sample
+
+MIN_BATCHES_FOR_PROGRESS = 4
+COMPACT_AT_FINISHED_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    """One sample to generate: sample `sample_index` of request `request_index`."""
+
+    request_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    request: Request
+
+
+def draw_uniforms(seed: int, count: int) -> torch.Tensor:
+    """`count` draws in (0, 1] from a CPU generator seeded with `seed`, the same on any device."""
+    generator = torch.Generator().manual_seed(seed)
+    return 1.0 - torch.rand(count, generator=generator)
+
+
+def sample_tokens(
+    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, uniforms: torch.Tensor
+) -> torch.Tensor:
+    """One token per row: argmax where temperature is 0, else inverse-CDF sampling with the row's
+    own uniform in (0, 1] after temperature scaling and nucleus (top-p) filtering.
+
+    Every operation is row-wise, so a row's token does not depend on the other rows.
+    """
+    logits = logits.float()
+    greedy = temperature == 0
+    probs = torch.softmax(logits / torch.where(greedy, 1.0, temperature).unsqueeze(1), dim=-1)
+    nucleus = (top_p < 1) & ~greedy
+    if nucleus.any():
+        # Only nucleus rows pay for the sort; the kept tokens stay in vocabulary order.
+        rows = probs[nucleus]
+        sorted_probs = rows.sort(dim=-1, descending=True).values
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        kept_count = (mass_before < top_p[nucleus].unsqueeze(1)).sum(dim=-1, keepdim=True)
+        smallest_kept = sorted_probs.gather(1, kept_count - 1)
+        probs[nucleus] = torch.where(rows >= smallest_kept, rows, 0.0)
+    cdf = probs.cumsum(dim=-1)
+    # The first token whose CDF reaches u * total; u > 0, so a zero-probability token never wins.
+    sampled = torch.searchsorted(cdf, uniforms.unsqueeze(1) * cdf[:, -1:]).squeeze(1)
+    return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    """End index of the stop string occurrence that ends first in `text`, None if none occurs."""
+    ends = [text.find(stop) + len(stop) for stop in stops if stop in text]
+    return min(ends) if ends else None
+
+
+def left_pad(
+    prompts: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask, prompts aligned to the right so every row decodes at the end."""
+    width = max(len(prompt) for prompt in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token (padding gets 1, as HF generate does)."""
+    positions = attention_mask.cumsum(dim=-1) - 1
+    return positions.masked_fill(attention_mask == 0, 1)
+
+
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The tokenizer's eos plus any the generation config adds (chat models often end on those)."""
+    ids = {tokenizer.eos_token_id}
+    config_eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(config_eos if isinstance(config_eos, list) else [config_eos])
+    return {token_id for token_id in ids if token_id is not None}
+
+
+def text_decoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[int]], str]:
+    """Token ids to text, special tokens dropped, spaces left exactly as the tokens hold them.
+
+    Uses the Rust tokenizer where there is one: the Python wrapper costs several times more per
+    call, and the stop check decodes every running sequence at every step.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return partial(backend.decode, skip_special_tokens=True)
+    return partial(tokenizer.decode, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def _validate(request: Request) -> None:
+    if request.n < 1 or request.max_new_tokens < 1:
+        raise ValueError(f"n and max_new_tokens must be at least 1: {request}")
+    if request.temperature < 0 or not 0 < request.top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1: {request}")
+    if "" in request.stop:
+        raise ValueError(f"an empty stop string would stop every sample at once: {request}")
+
+
+class HFBackend:
+    """Generation with a transformers causal LM, batched across requests and samples."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_size: int = 256,
+        show_progress: bool = True,
+    ) -> None:
+        """Wrap an already loaded model, used on the device it is on."""
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.decode = text_decoder(tokenizer)
+        fallback_pad = min(self.eos_ids) if self.eos_ids else 0
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fallback_pad
+        # Logits for the last position only: the full [batch, prompt, vocab] tensor can be huge.
+        accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.forward_options = {"logits_to_keep": 1} if accepts_logits_to_keep else {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str | torch.dtype = "auto",
+        batch_size: int = 256,
+        show_progress: bool = True,
+    ) -> HFBackend:
+        """Load a Hugging Face model directory (weights and tokenizer) onto `device`."""
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, device_map=device)
+        return cls(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        if not requests:
+            return []
+        for request in requests:
+            _validate(request)
+        prompt_ids = self.tokenizer([r.prompt for r in requests])["input_ids"]
+        if any(len(ids) == 0 for ids in prompt_ids):
+            raise ValueError("a prompt tokenizes to no tokens; the model needs at least one")
+        sequences = [
+            _Sequence(request_index, sample_index, prompt_ids[request_index], request)
+            for request_index, request in enumerate(requests)
+            for sample_index in range(request.n)
+        ]
+        # Similar lengths share a batch, which keeps left padding short.
+        sequences.sort(key=lambda sequence: len(sequence.prompt_ids))
+        batches = [
+            sequences[start : start + self.batch_size]
+            for start in range(0, len(sequences), self.batch_size)
+        ]
+        show = self.show_progress and len(batches) >= MIN_BATCHES_FOR_PROGRESS
+        samples: list[list[Sample | None]] = [[None] * r.n for r in requests]
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc="hf generate", unit="batch", disable=not show):
+                for sequence, sample in zip(batch, self._generate_batch(batch), strict=True):
+                    samples[sequence.request_index][sequence.sample_index] = sample
+        return [
+            Completion(prompt_tokens=len(ids), samples=request_samples)
+            for ids, request_samples in zip(prompt_ids, samples, strict=True)
+        ]
+
+    def _generate_batch(self, batch: list[_Sequence]) -> list[Sample]:
+        """Decode one batch until every sequence has finished.
+
+        Finished rows ride along (their tokens ignored) until enough have gathered to be worth
+        dropping from the batch, the KV cache included.
+        """
+        device = self.model.device
+        requests = [sequence.request for sequence in batch]
+        steps = max(r.max_new_tokens for r in requests)
+        input_ids, attention_mask = left_pad([s.prompt_ids for s in batch], self.pad_id, device)
+        position_ids = position_ids_from_mask(attention_mask)
+        temperature = torch.tensor([r.temperature for r in requests], device=device)
+        top_p = torch.tensor([r.top_p for r in requests], device=device)
+        uniforms = torch.stack(
+            [draw_uniforms(s.request.seed + s.sample_index, steps) for s in batch]
+        ).to(device)
+        cache = DynamicCache(config=self.model.config)
+        generated: list[list[int]] = [[] for _ in batch]
+        results: list[Sample | None] = [None] * len(batch)
+        active = list(range(len(batch)))  # batch index of each row still decoding
+
+        for step in range(steps):
+            logits = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                **self.forward_options,
+            ).logits[:, -1, :]
+            next_tokens = sample_tokens(logits, temperature, top_p, uniforms[:, step])
+            for index, token in zip(active, next_tokens.tolist(), strict=True):
+                if results[index] is None:
+                    results[index] = self._advance(requests[index], generated[index], token)
+            keep = [row for row, index in enumerate(active) if results[index] is None]
+            if not keep:
+                break
+            if len(active) - len(keep) >= COMPACT_AT_FINISHED_FRACTION * len(active):
+                rows = torch.tensor(keep, device=device)
+                cache.reorder_cache(rows)
+                attention_mask, position_ids = attention_mask[rows], position_ids[rows]
+                temperature, top_p, uniforms = temperature[rows], top_p[rows], uniforms[rows]
+                next_tokens = next_tokens[rows]
+                active = [active[row] for row in keep]
+            input_ids = next_tokens.unsqueeze(1)
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], 1)
+            position_ids = position_ids[:, -1:] + 1
+        return results
+
+    def _advance(self, request: Request, generated: list[int], token: int) -> Sample | None:
+        """Take the sequence's next token; the finished sample if that token ends it, else None."""
+        if token in self.eos_ids:
+            return Sample(self.decode(generated), len(generated) + 1, "eos")
+        generated.append(token)
+        if request.stop:
+            # Nearly every token decodes to at least one character, so one token more than the
+            # longest stop string has characters covers any occurrence this token completed.
+            tail = self.decode(generated[-(max(map(len, request.stop)) + 1) :])
+            if find_stop(tail, request.stop) is not None:
+                text = self.decode(generated)
+                # Falls back to the whole text should the full decode disagree with the tail's.
+                end = find_stop(text, request.stop) or len(text)
+                return Sample(text[:end], len(generated), "stop")
+        if len(generated) == request.max_new_tokens:
+            return Sample(self.decode(generated), len(generated), "length")
+        return None
+
+    def close(self) -> None:
+        """Drop the model and tokenizer and return their memory."""
+        on_cuda = self.model.device.type == "cuda"
+        del self.model, self.tokenizer
+        gc.collect()
+        if on_cuda:
+            torch.cuda.empty_cache()
