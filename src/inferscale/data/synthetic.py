@@ -47,29 +47,52 @@ def make_problem(rng: random.Random, level: int, modulus: int, answer_phrase: st
     )
 
 
+def question_space(level: int, modulus: int) -> int:
+    """How many distinct questions a level has."""
+    return modulus * (len(OPERATIONS) * 9) ** level
+
+
 def make_split(
-    split: str, size: int, levels: list[int], modulus: int, seed: int, answer_phrase: str
+    split: str,
+    size: int,
+    levels: list[int],
+    modulus: int,
+    seed: int,
+    answer_phrase: str,
+    exclude: frozenset[str] = frozenset(),
+    distinct: bool = False,
 ) -> list[Problem]:
-    """`size` problems with levels cycling through `levels`, deterministic by (seed, split)."""
+    """`size` problems with levels cycling through `levels`, deterministic by (seed, split).
+
+    Questions in `exclude` are drawn again; with `distinct`, repeats within the split too.
+    """
     rng = random.Random(f"{seed}-{split}")
-    return [
-        make_problem(rng, levels[i % len(levels)], modulus, answer_phrase, f"{split}-{i}")
-        for i in range(size)
-    ]
+    problems: list[Problem] = []
+    seen = set(exclude)
+    while len(problems) < size:
+        level = levels[len(problems) % len(levels)]
+        p = make_problem(rng, level, modulus, answer_phrase, f"{split}-{len(problems)}")
+        if p.question in seen:
+            continue
+        if distinct:
+            seen.add(p.question)
+        problems.append(p)
+    return problems
 
 
 def make_splits(
     train_size: int, test_size: int, levels: list[int], modulus: int, seed: int, answer_phrase: str
 ) -> tuple[list[Problem], list[Problem]]:
-    """Train and test splits; test questions that also occur in train are replaced."""
-    train = make_split("train", train_size, levels, modulus, seed, answer_phrase)
-    seen = {p.question for p in train}
-    rng = random.Random(f"{seed}-test")
-    test = []
-    while len(test) < test_size:
-        level = levels[len(test) % len(levels)]
-        p = make_problem(rng, level, modulus, answer_phrase, f"test-{len(test)}")
-        if p.question not in seen:
-            seen.add(p.question)
-            test.append(p)
+    """Distinct test questions first, then training problems that never ask a test question."""
+    for level in set(levels):
+        wanted = -(-test_size * levels.count(level) // len(levels))
+        if wanted > question_space(level, modulus) // 2:
+            raise ValueError(
+                f"level {level} with modulus {modulus} has only {question_space(level, modulus)} "
+                f"distinct questions, too few for {wanted} test questions and a training set; "
+                "lower test_size or raise the modulus"
+            )
+    test = make_split("test", test_size, levels, modulus, seed, answer_phrase, distinct=True)
+    exclude = frozenset(p.question for p in test)
+    train = make_split("train", train_size, levels, modulus, seed, answer_phrase, exclude)
     return train, test

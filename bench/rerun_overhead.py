@@ -1,0 +1,75 @@
+"""How long a second `inferscale run` of a finished experiment takes, against the first.
+
+Runs the experiment twice from an empty output directory, each time as the user would
+(`inferscale run CONFIG`, a fresh process), and times an empty Prefect flow in a fresh process
+the same way: the fixed start-up (imports, temporary server) that every run pays. Writes
+bench/results/rerun_overhead.json.
+
+    .venv/bin/python bench/rerun_overhead.py [--config configs/default.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NOOP_FLOW = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"
+
+
+def timed(cmd: list[str], env: dict, log: Path) -> float:
+    start = time.perf_counter()
+    with log.open("w") as f:
+        subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=True, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "rerun_overhead.json"))
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="inferscale-bench-"))
+    config = yaml.safe_load(Path(args.config).read_text())
+    config["output_dir"] = str(work / "runs")
+    deepspeed = Path(config.get("sft", {}).get("deepspeed", "deepspeed/zero2.json"))
+    if not deepspeed.is_absolute():
+        config.setdefault("sft", {})["deepspeed"] = str(Path(args.config).parent / deepspeed)
+    config_path = work / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PREFECT_HOME": str(work / "prefect"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    cli = [sys.executable, "-m", "inferscale.cli", "run", str(config_path)]
+
+    first = timed(cli, env, work / "first.log")
+    second = timed(cli, env, work / "second.log")
+    startup = min(timed([sys.executable, "-c", NOOP_FLOW], env, work / "noop.log") for _ in range(2))
+    result = {
+        "config": str(Path(args.config).resolve().relative_to(REPO)),
+        "first_run_s": round(first, 1),
+        "second_run_s": round(second, 1),
+        "prefect_startup_s": round(startup, 1),
+        "second_over_first": round(second / first, 4),
+        "second_over_first_excluding_startup": round(
+            max(second - startup, 0.0) / max(first - startup, 1e-9), 4
+        ),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "logs": str(work),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

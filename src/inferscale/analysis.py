@@ -1,0 +1,67 @@
+"""Scaling curves: the table of all (policy, strategy, budget) points and error rate vs FLOPs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on the machines that run this
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+MARKERS = {"greedy": "*", "majority_vote": "o"}
+
+
+def points_table(evaluations: dict[str, dict]) -> pd.DataFrame:
+    """One row per (policy, strategy, budget) from each policy's evaluation metrics."""
+    rows = [
+        {"policy": policy, "params": metrics["params"], **point}
+        for policy, metrics in evaluations.items()
+        for point in metrics["points"]
+    ]
+    table = pd.DataFrame(rows)
+    table["error_rate"] = 1.0 - table["accuracy"]
+    order = ["policy", "params", "strategy", "budget", "accuracy", "error_rate", "stderr"]
+    return table[order + [c for c in table.columns if c not in order]]
+
+
+def plot_error_vs_flops(table: pd.DataFrame, path: Path, accounting: str = "paper") -> Path:
+    """Error rate against FLOPs per question (log x), one line per (policy, strategy)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for (policy, strategy), group in table.groupby(["policy", "strategy"], sort=False):
+        group = group.sort_values("budget")
+        ax.errorbar(
+            group[f"flops_{accounting}"],
+            group["error_rate"],
+            yerr=group["stderr"],
+            marker=MARKERS.get(strategy, "s"),
+            markersize=8 if strategy == "greedy" else 5,
+            capsize=2,
+            label=f"{policy} ({group['params'].iloc[0] / 1e6:.2g}M) {strategy}",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel(f"inference FLOPs per question ({accounting} accounting)")
+    ax.set_ylabel("error rate")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def headline(table: pd.DataFrame) -> dict:
+    """The checks a reader wants first: greedy error per policy and vote at the largest budget."""
+    out = {}
+    for policy, group in table.groupby("policy", sort=False):
+        greedy = group[group.strategy == "greedy"]
+        row = {"params": int(group["params"].iloc[0])}
+        if not greedy.empty:
+            row["greedy_error"] = float(greedy["error_rate"].iloc[0])
+        for strategy, votes in group[group.strategy != "greedy"].groupby("strategy"):
+            top = votes.sort_values("budget").iloc[-1]
+            row[f"{strategy}@{int(top.budget)}_error"] = float(top["error_rate"])
+            row[f"pass@{int(top.budget)}"] = float(top["coverage"])
+        out[policy] = row
+    return out

@@ -1,0 +1,81 @@
+"""Stage artifacts on disk, each in a directory named by a content hash of what determines it.
+
+A stage's key hashes its config section, the keys of its inputs and the source code of the
+modules it runs, so a changed config, input or code gives a new directory and an unchanged one
+is found complete and skipped. A directory is complete only once its marker file is written,
+after everything else; a stage that died leaves an incomplete directory, which the next run
+either resumes (evaluation) or starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+COMPLETE_MARKER = "_COMPLETE.json"
+
+
+def code_version(modules: tuple[str, ...]) -> str:
+    """Hash of the source of the named package modules or subpackages (paths under the package)."""
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        target = PACKAGE_ROOT / name
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target.with_suffix(".py")]
+        for f in files:
+            digest.update(str(f.relative_to(PACKAGE_ROOT)).encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def content_key(material: dict) -> str:
+    blob = json.dumps(material, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StageArtifact:
+    stage: str
+    key: str
+    path: Path
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / COMPLETE_MARKER).is_file()
+
+    def mark_complete(self, meta: dict) -> None:
+        tmp = self.path / (COMPLETE_MARKER + ".tmp")
+        tmp.write_text(json.dumps({"stage": self.stage, "key": self.key, **meta}, indent=2))
+        tmp.replace(self.path / COMPLETE_MARKER)
+
+    def meta(self) -> dict:
+        return json.loads((self.path / COMPLETE_MARKER).read_text())
+
+    def clear(self) -> None:
+        if self.path.exists():
+            shutil.rmtree(self.path)
+
+
+def stage_artifact(root: Path, stage: str, label: str, material: dict) -> StageArtifact:
+    """The artifact of `stage` (for `label`, e.g. a policy name) keyed by `material`."""
+    key = content_key({"stage": stage, **material})
+    return StageArtifact(stage=stage, key=key, path=root / stage / f"{label}-{key}")
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,134 @@
+"""`inferscale run | validate | status | summary`: the command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from inferscale.config import ConfigError, ExperimentConfig, load_config
+from inferscale.stages import STAGES, plan
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def format_summary(summary: dict, report_dir: Path) -> str:
+    lines = [f"experiment {summary['experiment']}"]
+    policies = summary["policies"]
+    for name, row in policies.items():
+        cells = [f"{name:>10} {row['params'] / 1e6:7.2f}M params"]
+        cells += [f"{key} {value:.3f}" for key, value in row.items() if key != "params"]
+        lines.append("  ".join(cells))
+    by_size = sorted(policies.items(), key=lambda kv: kv[1]["params"])
+    if len(by_size) >= 2 and all("greedy_error" in r for _, r in by_size):
+        small, large = by_size[0], by_size[-1]
+        verdict = "lower" if large[1]["greedy_error"] < small[1]["greedy_error"] else "NOT lower"
+        lines.append(
+            f"larger policy {large[0]} greedy error {large[1]['greedy_error']:.3f} is {verdict} "
+            f"than {small[0]}'s {small[1]['greedy_error']:.3f}"
+        )
+    for name, row in policies.items():
+        for key, value in row.items():
+            if key.startswith("majority_vote@") and "greedy_error" in row:
+                better = "beats" if value < row["greedy_error"] else "does NOT beat"
+                lines.append(
+                    f"{name}: {key.removesuffix('_error')} error {value:.3f} {better} greedy "
+                    f"{row['greedy_error']:.3f}"
+                )
+    lines.append("greedy accuracy by level:")
+    for name, levels in summary["greedy_accuracy_by_level"].items():
+        if levels:
+            lines.append(f"  {name}: " + "  ".join(f"L{k} {v:.2f}" for k, v in levels.items()))
+    lines.append(f"plot:  {report_dir / 'error_vs_flops.png'}")
+    lines.append(f"table: {report_dir / 'points.csv'}")
+    return "\n".join(lines)
+
+
+def _load(path: str) -> ExperimentConfig:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    from inferscale.flows.pipeline import StagesFailed, experiment_flow
+
+    start = time.perf_counter()
+    try:
+        report_dir = Path(experiment_flow(args.config, refresh=args.refresh))
+    except StagesFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - start
+    summary = json.loads((report_dir / "summary.json").read_text())
+    print(format_summary(summary, report_dir))
+    print(f"wall time: {elapsed:.0f} s; W&B runs: {plan(config).root / 'wandb'}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(f"{args.config}: valid ({len(config.policies)} policies, "
+          f"strategies {config.evaluation.strategies}, budgets {config.evaluation.budgets})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    p = plan(_load(args.config))
+    for artifact in p.all():
+        state = "done" if artifact.complete else ("partial" if artifact.path.exists() else "-")
+        print(f"{state:>8}  {artifact.stage:<13} {artifact.path}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    report = plan(_load(args.config)).analyze
+    if not report.complete:
+        print(f"no finished analysis at {report.path}; run `inferscale run {args.config}`",
+              file=sys.stderr)
+        return 1
+    print(format_summary(json.loads((report.path / "summary.json").read_text()), report.path))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inferscale", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run or resume an experiment end to end")
+    run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    run.add_argument(
+        "--refresh",
+        action="append",
+        default=[],
+        choices=STAGES,
+        metavar="STAGE",
+        help=f"recompute STAGE and everything after it (one of {', '.join(STAGES)}); repeatable",
+    )
+    run.set_defaults(func=cmd_run)
+    for name, func, text in (
+        ("validate", cmd_validate, "check an experiment config and exit"),
+        ("status", cmd_status, "show which stages of an experiment are finished"),
+        ("summary", cmd_summary, "print the summary of a finished experiment"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The temporary Prefect server's telemetry service only tries to reach the network and
+    # races the server's own start-up writes to its database.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""The experiment config: pydantic models that validate an experiment YAML.
+
+Unknown keys, wrong types and impossible values are refused with one message per problem,
+each naming the field (`sft.learning_rate: ...`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from inferscale.models.factory import SUPPORTED_HEAD_DIMS
+
+Positive = Annotated[int, Field(gt=0)]
+Probability = Annotated[float, Field(gt=0, le=1)]
+STRATEGIES = ("greedy", "majority_vote")
+DATASET_SOURCES = ("math", "math500", "gsm8k", "metamathqa", "math_shepherd")
+
+
+class ConfigError(ValueError):
+    """An experiment config that cannot be used; the message says which field and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StepFormatConfig(Strict):
+    tag: str = " ки"
+    answer_phrase: str = "The answer is:"
+    prompt_template: str = "Question: {question}\nAnswer:\n"
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_question(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError("must contain the placeholder {question}")
+        return v
+
+
+class ArithmeticData(Strict):
+    """The synthetic task: `levels` operations modulo `modulus`, one step each."""
+
+    modulus: Annotated[int, Field(ge=2, le=1000)] = 40
+    levels: Annotated[list[Annotated[int, Field(ge=1, le=12)]], Field(min_length=1)] = [
+        1, 2, 3, 4, 5
+    ]
+    train_size: Positive = 20000
+    test_size: Positive = 200
+
+
+class DatasetRef(Strict):
+    """An upstream dataset, by hub id or local file, mapped to problems by an adapter."""
+
+    source: Literal["math", "math500", "gsm8k", "metamathqa", "math_shepherd"]
+    path: str
+    split: str = "test"
+    subset: str | None = None
+    limit: Positive | None = None
+
+
+class DataConfig(Strict):
+    arithmetic: ArithmeticData | None = None
+    train: DatasetRef | None = None
+    eval: list[DatasetRef] = []
+    format: StepFormatConfig = StepFormatConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.arithmetic is None and (self.train is None or not self.eval):
+            raise ValueError("give either `arithmetic` or both `train` and `eval` datasets")
+        if self.arithmetic is not None and (self.train is not None or self.eval):
+            raise ValueError("`arithmetic` cannot be combined with `train`/`eval` datasets")
+        return self
+
+
+class PolicyConfig(Strict):
+    """A policy model: a tiny Llama trained from scratch, or a hub model by id."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    hub_id: str | None = None
+    hidden_size: Positive | None = None
+    num_layers: Positive | None = None
+    num_heads: Positive | None = None
+    intermediate_size: Positive | None = None
+
+    @model_validator(mode="after")
+    def _size_or_hub(self) -> PolicyConfig:
+        sized = (self.hidden_size, self.num_layers, self.num_heads)
+        if self.hub_id is not None:
+            if any(v is not None for v in (*sized, self.intermediate_size)):
+                raise ValueError("give either `hub_id` or a size, not both")
+            return self
+        if any(v is None for v in sized):
+            raise ValueError("give `hub_id`, or all of hidden_size, num_layers and num_heads")
+        head_dim, rest = divmod(self.hidden_size, self.num_heads)
+        if rest or head_dim not in SUPPORTED_HEAD_DIMS:
+            raise ValueError(
+                f"hidden_size / num_heads = {self.hidden_size / self.num_heads:g} must be one "
+                f"of {SUPPORTED_HEAD_DIMS} (vLLM's kernels refuse other small head sizes)"
+            )
+        return self
+
+    @property
+    def ffn_size(self) -> int:
+        return self.intermediate_size or 4 * self.hidden_size
+
+
+class SFTConfig(Strict):
+    max_steps: Positive = 300
+    per_device_batch_size: Positive = 32
+    gradient_accumulation_steps: Positive = 1
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 3e-3
+    warmup_steps: Annotated[int, Field(ge=0)] = 20
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_length: Positive = 256
+    num_processes: Positive = 2
+    num_nodes: Positive = 1
+    hostfile: str | None = None
+    deepspeed: str = "deepspeed/zero2.json"
+    bf16: bool = False
+    use_cpu: bool = True
+    threads_per_process: Positive = 1
+    logging_steps: Positive = 10
+
+
+class GenerationConfig(Strict):
+    backend: Literal["hf"] = "hf"
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: Positive = 256
+    threads: Positive | None = None
+    max_new_tokens: Positive = 128
+    temperature: Annotated[float, Field(ge=0)] = 1.0
+    top_p: Probability = 1.0
+
+
+class FlopsConfig(Strict):
+    paper_params: Literal["total", "non_embedding"] = "total"
+
+
+class EvaluationConfig(Strict):
+    strategies: list[str] = list(STRATEGIES)
+    budgets: list[Positive] = [1, 2, 4, 8, 16]
+    seed: int = 1234
+    limit: Positive | None = None
+    flops: FlopsConfig = FlopsConfig()
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, v: list[str]) -> list[str]:
+        unknown = [s for s in v if s not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; known: {list(STRATEGIES)}")
+        if not v:
+            raise ValueError("name at least one strategy")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _powers_of_two(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("name at least one budget")
+        if v != sorted(set(v)):
+            raise ValueError(f"budgets must be strictly increasing, got {v}")
+        if any(b & (b - 1) for b in v):
+            raise ValueError(f"budgets must be powers of two (1, 2, 4, ...), got {v}")
+        return v
+
+    @property
+    def pool_size(self) -> int:
+        return self.budgets[-1]
+
+
+class TrackingConfig(Strict):
+    project: str = "inferscale"
+    entity: str | None = None
+    mode: Literal["offline", "online", "disabled"] = "offline"
+
+
+class ExperimentConfig(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig
+    policies: list[PolicyConfig]
+    sft: SFTConfig = SFTConfig()
+    generation: GenerationConfig = GenerationConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("policies")
+    @classmethod
+    def _unique_names(cls, v: list[PolicyConfig]) -> list[PolicyConfig]:
+        if not v:
+            raise ValueError("name at least one policy")
+        names = [p.name for p in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"policy names must be unique, got {names}")
+        return v
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid experiment config {source}:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and level)"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict, source: str = "<dict>", base_dir: Path | None = None) -> ExperimentConfig:
+    """Validate a config mapping; relative DeepSpeed paths resolve against `base_dir`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid experiment config {source}: expected a mapping at the top")
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+    ds_path = Path(config.sft.deepspeed)
+    if not ds_path.is_absolute() and base_dir is not None:
+        ds_path = base_dir / ds_path
+    if not ds_path.is_file():
+        raise ConfigError(
+            f"invalid experiment config {source}:\n  sft.deepspeed: no DeepSpeed config at "
+            f"{ds_path} (paths are relative to the experiment file's folder)"
+        )
+    return config.model_copy(
+        update={"sft": config.sft.model_copy(update={"deepspeed": str(ds_path.resolve())})}
+    )
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no experiment config at {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return parse_config(raw, source=str(path), base_dir=path.parent)

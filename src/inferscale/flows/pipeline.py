@@ -1,0 +1,51 @@
+"""The end-to-end flow: prepare_data -> sft (per policy) -> evaluate (per policy) -> analyze.
+
+Each task returns the path of its artifact and skips itself when that artifact is complete.
+A failed branch (one policy's training or evaluation) does not stop the others; the flow
+reports every failed stage at the end, and the next run redoes only those.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from inferscale.config import load_config
+from inferscale.stages import plan, stages_to_refresh
+from inferscale.tasks.analyze import analyze_task
+from inferscale.tasks.context import RunContext
+from inferscale.tasks.evaluate import evaluate_task
+from inferscale.tasks.prepare_data import prepare_data_task
+from inferscale.tasks.sft import sft_task
+
+
+class StagesFailed(RuntimeError):
+    pass
+
+
+@flow(name="inferscale", flow_run_name="{config_path}", validate_parameters=False)
+def experiment_flow(config_path: str, refresh: list[str] | None = None) -> str:
+    """Run (or resume) the experiment; return the analysis artifact's directory."""
+    config = load_config(config_path)
+    ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
+    data_dir = prepare_data_task(ctx)
+    failed: dict[str, BaseException] = {}
+    evaluations: dict[str, str] = {}
+    for policy in config.policies:
+        state = sft_task(ctx, policy, data_dir, return_state=True)
+        if state.is_failed():
+            failed[f"sft-{policy.name}"] = state.result(raise_on_failure=False)
+            continue
+        state = evaluate_task(ctx, policy, state.result(), data_dir, return_state=True)
+        if state.is_failed():
+            failed[f"evaluate-{policy.name}"] = state.result(raise_on_failure=False)
+            continue
+        evaluations[policy.name] = state.result()
+    if failed:
+        lines = "\n".join(f"  {name}: {err}" for name, err in failed.items())
+        get_run_logger().error("failed stages:\n%s", lines)
+        raise StagesFailed(
+            f"{len(failed)} stage(s) failed:\n{lines}\n"
+            "Finished stages are kept; fix the cause and run again to redo only these."
+        )
+    return analyze_task(ctx, evaluations)

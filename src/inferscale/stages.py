@@ -1,0 +1,122 @@
+"""The pipeline's stages, what each depends on, and the artifact every stage of a config maps to.
+
+All keys follow from the config and the code alone, so the whole plan (and which parts of it are
+already on disk) is known before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferscale.artifacts import StageArtifact, code_version, stage_artifact
+from inferscale.config import ExperimentConfig
+
+# Each stage's downstream stages, in DAG order.
+STAGES = ("prepare_data", "sft", "evaluate", "analyze")
+DEPENDS_ON = {
+    "prepare_data": (),
+    "sft": ("prepare_data",),
+    "evaluate": ("prepare_data", "sft"),
+    "analyze": ("evaluate",),
+}
+# The package modules whose source is part of each stage's key.
+STAGE_CODE = {
+    "prepare_data": ("data", "models/tokenizer"),
+    "sft": ("models/sft", "models/factory", "models/launch"),
+    "evaluate": (
+        "evaluation", "generation", "search", "scaling/subsets", "grading", "compute", "results",
+    ),
+    "analyze": ("analysis",),
+}
+# Settings that change how fast a stage runs but not what it produces: kept out of keys.
+EVALUATION_SPEED_SETTINGS = {"batch_size", "threads", "device"}
+
+
+def stages_to_refresh(requested: list[str]) -> frozenset[str]:
+    """The requested stages and every stage downstream of them."""
+    unknown = [s for s in requested if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
+    out = set(requested)
+    for stage in STAGES:  # DAG order: parents are settled before their children
+        if any(parent in out for parent in DEPENDS_ON[stage]):
+            out.add(stage)
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class Plan:
+    root: Path
+    prepare_data: StageArtifact
+    sft: dict[str, StageArtifact]
+    evaluate: dict[str, StageArtifact]
+    analyze: StageArtifact
+
+    def all(self) -> list[StageArtifact]:
+        return [self.prepare_data, *self.sft.values(), *self.evaluate.values(), self.analyze]
+
+
+def run_root(config: ExperimentConfig) -> Path:
+    return Path(config.output_dir) / config.name
+
+
+def plan(config: ExperimentConfig) -> Plan:
+    root = run_root(config)
+    artifacts = root / "artifacts"
+    data = stage_artifact(
+        artifacts,
+        "prepare_data",
+        "data",
+        {
+            "data": config.data.model_dump(),
+            "seed": config.seed,
+            "code": code_version(STAGE_CODE["prepare_data"]),
+        },
+    )
+    sft_section = config.sft.model_dump(exclude={"deepspeed", "hostfile", "logging_steps"})
+    deepspeed_config = json.loads(Path(config.sft.deepspeed).read_text())
+    sft = {
+        p.name: stage_artifact(
+            artifacts,
+            "sft",
+            p.name,
+            {
+                "policy": p.model_dump(),
+                "sft": sft_section,
+                "deepspeed": deepspeed_config,
+                "seed": config.seed,
+                "data": data.key,
+                "code": code_version(STAGE_CODE["sft"]),
+            },
+        )
+        for p in config.policies
+    }
+    generation = config.generation.model_dump(exclude=EVALUATION_SPEED_SETTINGS)
+    evaluate = {
+        name: stage_artifact(
+            artifacts,
+            "evaluate",
+            name,
+            {
+                "generation": generation,
+                "evaluation": config.evaluation.model_dump(),
+                "format": config.data.format.model_dump(),
+                "model": model.key,
+                "data": data.key,
+                "code": code_version(STAGE_CODE["evaluate"]),
+            },
+        )
+        for name, model in sft.items()
+    }
+    analyze = stage_artifact(
+        artifacts,
+        "analyze",
+        "report",
+        {
+            "evaluations": {name: art.key for name, art in evaluate.items()},
+            "code": code_version(STAGE_CODE["analyze"]),
+        },
+    )
+    return Plan(root=root, prepare_data=data, sft=sft, evaluate=evaluate, analyze=analyze)

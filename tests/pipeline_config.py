@@ -1,0 +1,42 @@
+"""A tiny experiment for the flow tests: two 1-2 layer models, a few SFT steps, 16 questions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(output_dir: Path, **overrides) -> dict:
+    config = {
+        "name": "tiny",
+        "output_dir": str(output_dir),
+        "data": {"arithmetic": {"modulus": 20, "levels": [1, 2], "train_size": 400,
+                                "test_size": 16}},
+        "policies": [
+            {"name": "A", "hidden_size": 64, "num_layers": 1, "num_heads": 2,
+             "intermediate_size": 128},
+            {"name": "B", "hidden_size": 64, "num_layers": 2, "num_heads": 2,
+             "intermediate_size": 128},
+        ],
+        "sft": {"max_steps": 4, "per_device_batch_size": 8, "num_processes": 1,
+                "threads_per_process": 2, "max_length": 64, "logging_steps": 1,
+                "deepspeed": str(REPO / "configs" / "deepspeed" / "zero2.json")},
+        "generation": {"max_new_tokens": 24, "batch_size": 64, "temperature": 1.0},
+        "evaluation": {"budgets": [1, 2, 4]},
+        "tracking": {"mode": "offline"},
+    }
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -1,0 +1,278 @@
+"""Content-hash keyed stage artifacts: keys, invalidation downstream, completion, code_version."""
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inferscale import artifacts
+from inferscale.artifacts import COMPLETE_MARKER, code_version, stage_artifact
+from inferscale.config import parse_config
+from inferscale.stages import STAGE_CODE, STAGES, plan, stages_to_refresh
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_RAW = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+ALL = {"prepare_data", "sft.S", "sft.L", "evaluate.S", "evaluate.L", "analyze"}
+SFT_DOWN = {"sft.S", "sft.L", "evaluate.S", "evaluate.L", "analyze"}
+EVAL_DOWN = {"evaluate.S", "evaluate.L", "analyze"}
+
+
+def make_config(base_dir: Path = CONFIGS, **updates):
+    """The default config with dotted-path updates, e.g. `**{"sft.learning_rate": 1e-3}`."""
+    raw = copy.deepcopy(DEFAULT_RAW)
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(raw, base_dir=base_dir)
+
+
+def keys(config) -> dict[str, str]:
+    p = plan(config)
+    out = {"prepare_data": p.prepare_data.key, "analyze": p.analyze.key}
+    out.update({f"sft.{name}": art.key for name, art in p.sft.items()})
+    out.update({f"evaluate.{name}": art.key for name, art in p.evaluate.items()})
+    return out
+
+
+def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    assert before.keys() == after.keys()
+    return {stage for stage in before if before[stage] != after[stage]}
+
+
+@pytest.fixture(scope="module")
+def default_keys():
+    return keys(make_config())
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the package source that code_version reads instead of the real one."""
+    root = tmp_path / "inferscale"
+    shutil.copytree(artifacts.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(artifacts, "PACKAGE_ROOT", root)
+    return root
+
+
+def touch_source(path: Path) -> None:
+    path.write_text(path.read_text() + "\n# changed\n")
+
+
+# ---------------------------------------------------------------- keys and the plan
+
+
+def test_same_config_gives_same_keys(default_keys):
+    assert keys(make_config()) == default_keys
+    assert len(set(default_keys.values())) == len(default_keys)
+
+
+def test_plan_paths_are_stage_label_and_key_under_the_run_root(tmp_path):
+    config = make_config(output_dir=str(tmp_path))
+    p = plan(config)
+    artifacts_dir = tmp_path / "default" / "artifacts"
+    assert p.root == tmp_path / "default"
+    assert p.prepare_data.path == artifacts_dir / "prepare_data" / f"data-{p.prepare_data.key}"
+    assert p.sft["S"].path == artifacts_dir / "sft" / f"S-{p.sft['S'].key}"
+    assert p.evaluate["L"].path == artifacts_dir / "evaluate" / f"L-{p.evaluate['L'].key}"
+    assert p.analyze.path == artifacts_dir / "analyze" / f"report-{p.analyze.key}"
+    assert [a.stage for a in p.all()] == [
+        "prepare_data", "sft", "sft", "evaluate", "evaluate", "analyze",
+    ]
+    assert not (tmp_path / "default").exists()  # planning writes nothing
+
+
+@pytest.mark.parametrize(
+    ("updates", "expected"),
+    [
+        ({"data.arithmetic.modulus": 50}, ALL),
+        ({"data.arithmetic.train_size": 1000}, ALL),
+        ({"data.format.tag": " <s>"}, ALL),
+        ({"seed": 1}, ALL),
+        ({"sft.learning_rate": 1e-3}, SFT_DOWN),
+        ({"sft.max_steps": 301}, SFT_DOWN),
+        ({"sft.num_processes": 4}, SFT_DOWN),
+        ({"policies.0.num_layers": 3}, {"sft.S", "evaluate.S", "analyze"}),
+        ({"policies.1.intermediate_size": 512}, {"sft.L", "evaluate.L", "analyze"}),
+        ({"evaluation.budgets": [1, 2, 4, 8]}, EVAL_DOWN),
+        ({"evaluation.seed": 99}, EVAL_DOWN),
+        ({"evaluation.strategies": ["greedy"]}, EVAL_DOWN),
+        ({"evaluation.limit": 10}, EVAL_DOWN),
+        ({"generation.temperature": 0.7}, EVAL_DOWN),
+        ({"generation.max_new_tokens": 64}, EVAL_DOWN),
+        ({"generation.dtype": "bfloat16"}, EVAL_DOWN),
+    ],
+    ids=lambda v: ",".join(v) if isinstance(v, dict) else None,
+)
+def test_changing_a_section_changes_its_stage_and_everything_downstream(
+    default_keys, updates, expected
+):
+    assert changed(default_keys, keys(make_config(**updates))) == expected
+
+
+@pytest.mark.parametrize(
+    "updates",
+    [
+        {"generation.batch_size": 8},
+        {"generation.threads": 3},
+        {"generation.device": "cuda"},
+        {"generation.batch_size": 1, "generation.threads": 16, "generation.device": "cuda:1"},
+        {"sft.logging_steps": 1},
+        {"sft.hostfile": "hosts.txt"},
+        {"tracking.mode": "disabled"},
+        {"output_dir": "elsewhere"},
+    ],
+    ids=lambda v: ",".join(v),
+)
+def test_speed_and_bookkeeping_settings_do_not_change_keys(default_keys, updates):
+    assert keys(make_config(**updates)) == default_keys
+
+
+def test_deepspeed_file_content_changes_sft_and_downstream_keys(tmp_path, default_keys):
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS, configs)
+    assert keys(make_config(base_dir=configs)) == default_keys  # moved, same content
+    ds = configs / "deepspeed" / "zero2.json"
+    content = json.loads(ds.read_text())
+    content["gradient_clipping"] = 0.5
+    ds.write_text(json.dumps(content))
+    assert changed(default_keys, keys(make_config(base_dir=configs))) == SFT_DOWN
+
+
+# ---------------------------------------------------------------- stages_to_refresh
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [
+        (["prepare_data"], set(STAGES)),
+        (["sft"], {"sft", "evaluate", "analyze"}),
+        (["evaluate"], {"evaluate", "analyze"}),
+        (["analyze"], {"analyze"}),
+        (["analyze", "sft"], {"sft", "evaluate", "analyze"}),
+        ([], set()),
+    ],
+)
+def test_stages_to_refresh_adds_every_downstream_stage(requested, expected):
+    assert stages_to_refresh(requested) == frozenset(expected)
+
+
+def test_stages_to_refresh_refuses_an_unknown_stage_naming_the_stages():
+    with pytest.raises(ValueError) as info:
+        stages_to_refresh(["sft", "train"])
+    message = str(info.value)
+    assert "'train'" in message
+    assert "'sft'" not in message.split(";")[0]
+    for stage in STAGES:
+        assert stage in message
+
+
+# ---------------------------------------------------------------- StageArtifact
+
+
+def test_artifact_is_complete_only_after_mark_complete(tmp_path):
+    art = stage_artifact(tmp_path, "sft", "S", {"x": 1})
+    assert not art.complete
+    art.path.mkdir(parents=True)
+    (art.path / "model.bin").write_text("weights")
+    assert not art.complete
+    art.mark_complete({"seconds": 1.5})
+    assert art.complete
+    assert art.meta() == {"stage": "sft", "key": art.key, "seconds": 1.5}
+    assert sorted(f.name for f in art.path.iterdir()) == [COMPLETE_MARKER, "model.bin"]
+
+
+def test_a_new_artifact_object_for_the_same_key_sees_completion(tmp_path):
+    first = stage_artifact(tmp_path, "evaluate", "S", {"x": 1})
+    first.path.mkdir(parents=True)
+    first.mark_complete({})
+    again = stage_artifact(tmp_path, "evaluate", "S", {"x": 1})
+    other = stage_artifact(tmp_path, "evaluate", "S", {"x": 2})
+    assert again == first and again.complete
+    assert other.path != first.path and not other.complete
+
+
+def test_clear_removes_the_directory_and_completion(tmp_path):
+    art = stage_artifact(tmp_path, "analyze", "report", {"x": 1})
+    (art.path / "sub").mkdir(parents=True)
+    (art.path / "sub" / "f.txt").write_text("x")
+    art.mark_complete({})
+    art.clear()
+    assert not art.path.exists()
+    assert not art.complete
+    assert (tmp_path / "analyze").is_dir()  # only the artifact's own directory goes
+    art.clear()  # clearing a missing directory is fine
+
+
+def test_stage_artifact_key_depends_on_stage_and_material_not_order(tmp_path):
+    a = stage_artifact(tmp_path, "sft", "S", {"a": 1, "b": [1, 2]})
+    assert a.key == stage_artifact(tmp_path, "sft", "S", {"b": [1, 2], "a": 1}).key
+    assert a.key != stage_artifact(tmp_path, "evaluate", "S", {"a": 1, "b": [1, 2]}).key
+    assert a.key != stage_artifact(tmp_path, "sft", "S", {"a": 1, "b": [2, 1]}).key
+    assert a.key == stage_artifact(tmp_path, "sft", "L", {"a": 1, "b": [1, 2]}).key
+    assert a.path == tmp_path / "sft" / f"S-{a.key}"
+
+
+# ---------------------------------------------------------------- code_version
+
+
+def test_code_version_of_a_copy_equals_the_real_one(monkeypatch, tmp_path):
+    modules = STAGE_CODE["evaluate"]
+    real = code_version(modules)
+    root = tmp_path / "inferscale"
+    shutil.copytree(artifacts.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(artifacts, "PACKAGE_ROOT", root)
+    assert code_version(modules) == real
+    assert code_version(tuple(reversed(modules))) == real
+
+
+@pytest.mark.parametrize(
+    ("edited", "modules"),
+    [
+        ("data/synthetic.py", ("data", "models/tokenizer")),  # a file in a subpackage
+        ("models/tokenizer.py", ("data", "models/tokenizer")),  # a named module
+        ("analysis.py", ("analysis",)),
+        ("search/voting.py", STAGE_CODE["evaluate"]),
+    ],
+)
+def test_code_version_changes_when_a_module_source_changes(package_copy, edited, modules):
+    before = code_version(modules)
+    unrelated = code_version(("compute",)) if "compute" not in modules else None
+    touch_source(package_copy / edited)
+    assert code_version(modules) != before
+    if unrelated is not None:
+        assert code_version(("compute",)) == unrelated
+
+
+def test_code_version_changes_when_a_module_is_added_to_a_subpackage(package_copy):
+    before = code_version(("data",))
+    (package_copy / "data" / "extra.py").write_text("X = 1\n")
+    assert code_version(("data",)) != before
+
+
+def test_code_version_ignores_non_python_files(package_copy):
+    before = code_version(("data",))
+    (package_copy / "data" / "notes.txt").write_text("notes\n")
+    assert code_version(("data",)) == before
+
+
+@pytest.mark.parametrize(
+    ("edited", "expected"),
+    [
+        ("data/steps.py", ALL),
+        ("models/factory.py", SFT_DOWN),
+        ("results.py", EVAL_DOWN),
+        ("generation/hf.py", EVAL_DOWN),
+        ("analysis.py", {"analyze"}),
+        ("cli.py", set()),
+    ],
+)
+def test_source_change_changes_its_stage_key_and_downstream(package_copy, edited, expected):
+    config = make_config()
+    before = keys(config)
+    touch_source(package_copy / edited)
+    assert changed(before, keys(config)) == expected

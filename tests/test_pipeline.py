@@ -1,0 +1,148 @@
+"""The whole flow under Prefect's test harness: caching, refresh, failed stages, W&B runs.
+
+Training runs for real under the `deepspeed` launcher (one rank here; the two-rank case is in
+test_sft.py) and generation through the transformers backend; the models are tiny.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from inferscale.config import load_config
+from inferscale.stages import plan
+from inferscale.tracking.offline import find_runs, read_run
+from pipeline_config import tiny_config, write_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+def run_flow(config_path: Path, refresh: list[str] | None = None) -> Path:
+    from inferscale.flows.pipeline import experiment_flow
+
+    return Path(experiment_flow(str(config_path), refresh=refresh or []))
+
+
+def job_types(root: Path) -> list[str]:
+    return sorted(read_run(d).job_type for d in find_runs(root / "wandb"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A config whose experiment has run once, end to end."""
+    base = tmp_path_factory.mktemp("finished")
+    config_path = write_config(base / "tiny.yaml", tiny_config(base / "runs"))
+    run_flow(config_path)
+    return config_path
+
+
+def copy_experiment(config_path: Path, tmp_path: Path, **overrides) -> Path:
+    """The finished experiment's artifacts under a new output dir (keys do not depend on it)."""
+    shutil.copytree(config_path.parent / "runs", tmp_path / "runs")
+    shutil.rmtree(tmp_path / "runs" / "tiny" / "wandb")
+    return write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs", **overrides))
+
+
+def forbid(monkeypatch, target: str) -> None:
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{target} was called, but its stage should have been cached")
+
+    monkeypatch.setattr(target, fail)
+
+
+def count_calls(monkeypatch, target: str) -> list:
+    import importlib
+
+    module_name, attr = target.rsplit(".", 1)
+    original = getattr(importlib.import_module(module_name), attr)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, counted)
+    return calls
+
+
+def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
+    config = load_config(finished)
+    p = plan(config)
+    assert all(a.complete for a in p.all())
+    report = p.analyze.path
+    summary = json.loads((report / "summary.json").read_text())
+    assert set(summary["policies"]) == {"A", "B"}
+    assert (report / "error_vs_flops.png").stat().st_size > 1000
+    table = (report / "points.csv").read_text().splitlines()
+    # greedy + majority vote at budgets 1, 2, 4, for each policy
+    assert len(table) == 1 + 2 * (1 + 3)
+    assert job_types(p.root) == ["analyze", "evaluate", "evaluate", "prepare_data", "sft", "sft"], [
+        (d.name, read_run(d).name) for d in find_runs(p.root / "wandb")
+    ]
+    for run_dir in find_runs(p.root / "wandb"):
+        run = read_run(run_dir)
+        assert run.group == "tiny" and run.exit_code == 0
+        if run.job_type == "sft":
+            losses = [row["train/loss"] for row in run.history if "train/loss" in row]
+            assert len(losses) == 4  # max_steps 4, logging every step
+        if run.job_type == "evaluate":
+            assert "majority_vote@4" in run.summary and "greedy@1" in run.summary
+
+
+def test_second_run_trains_and_generates_nothing(finished, monkeypatch):
+    root = plan(load_config(finished)).root
+    before = len(find_runs(root / "wandb"))
+    forbid(monkeypatch, "inferscale.tasks.sft.run_sft")
+    forbid(monkeypatch, "inferscale.tasks.evaluate.load_backend")
+    forbid(monkeypatch, "inferscale.tasks.prepare_data.prepare_data")
+    report = run_flow(finished)
+    assert report == plan(load_config(finished)).analyze.path
+    assert len(find_runs(root / "wandb")) == before  # skipped stages start no W&B run
+
+
+def test_refresh_recomputes_the_stage_and_its_downstream_only(finished, tmp_path, monkeypatch):
+    config_path = copy_experiment(finished, tmp_path)
+    p = plan(load_config(config_path))
+    greedy_file = p.evaluate["A"].path / "greedy.jsonl"
+    greedy_file.write_text("")  # would be resumed from, were the stage not refreshed
+    forbid(monkeypatch, "inferscale.tasks.sft.run_sft")
+    backends = count_calls(monkeypatch, "inferscale.tasks.evaluate.load_backend")
+    run_flow(config_path, refresh=["evaluate"])
+    assert len(backends) == 2  # both policies evaluated again
+    assert len(greedy_file.read_text().splitlines()) == 16
+    assert job_types(p.root) == ["analyze", "evaluate", "evaluate"]
+
+
+def test_a_failed_stage_is_reported_and_rerun_alone(finished, tmp_path, monkeypatch):
+    from inferscale.flows.pipeline import StagesFailed
+
+    # New budgets: new evaluate and analyze keys, same data and models.
+    config_path = copy_experiment(finished, tmp_path, **{"evaluation.budgets": [1, 2]})
+    p = plan(load_config(config_path))
+    forbid(monkeypatch, "inferscale.tasks.sft.run_sft")
+
+    import inferscale.tasks.evaluate as evaluate_module
+
+    real_load = evaluate_module.load_backend
+
+    def broken_for_b(generation, model_dir):
+        if Path(model_dir) == p.sft["B"].path:
+            raise RuntimeError("simulated out-of-memory while loading B")
+        return real_load(generation, model_dir)
+
+    monkeypatch.setattr(evaluate_module, "load_backend", broken_for_b)
+    with pytest.raises(StagesFailed, match="evaluate-B.*simulated out-of-memory"):
+        run_flow(config_path)
+    assert p.evaluate["A"].complete and not p.evaluate["B"].complete
+    assert not p.analyze.complete
+
+    loaded = []
+    monkeypatch.setattr(
+        evaluate_module, "load_backend", lambda g, d: loaded.append(d) or real_load(g, d)
+    )
+    run_flow(config_path)
+    assert [Path(d) for d in loaded] == [p.sft["B"].path]
+    assert p.analyze.complete

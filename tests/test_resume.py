@@ -1,0 +1,95 @@
+"""A run killed during evaluation resumes without regenerating the questions already written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from inferscale.config import load_config
+from inferscale.stages import plan
+from pipeline_config import tiny_config, write_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+OVERRIDES = {
+    "policies": [{"name": "A", "hidden_size": 64, "num_layers": 1, "num_heads": 2}],
+    "data.arithmetic.test_size": 40,
+    "evaluation.budgets": [1, 2, 4, 8],
+    "generation.batch_size": 16,  # two questions of 8 samples per backend call
+}
+
+
+def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (code {proc.returncode}) before it was killed")
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {count} records in {timeout_s} s")
+
+
+def test_killed_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
+    config_path = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs", **OVERRIDES))
+    p = plan(load_config(config_path))
+    pool_file = p.evaluate["A"].path / "samples-n8.jsonl"
+    log = (tmp_path / "killed.log").open("w")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inferscale.cli", "run", str(config_path)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_for_lines(pool_file, 6, proc, timeout_s=300)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    written = pool_file.read_text().splitlines()
+    written_ids = {json.loads(line)["id"] for line in written if line.endswith("}")}
+    assert 6 <= len(written_ids) < 40
+    assert p.sft["A"].complete and not p.evaluate["A"].complete
+
+    import inferscale.tasks.evaluate as evaluate_module
+
+    requested: list[str] = []
+    real_load = evaluate_module.load_backend
+
+    def recording_backend(generation, model_dir):
+        backend = real_load(generation, model_dir)
+        real_generate = backend.generate
+
+        def generate(requests):
+            requested.extend(r.prompt for r in requests)
+            return real_generate(requests)
+
+        backend.generate = generate
+        return backend
+
+    monkeypatch.setattr(evaluate_module, "load_backend", recording_backend)
+    monkeypatch.setattr("inferscale.tasks.sft.run_sft", lambda *a, **k: pytest.fail("retrained"))
+    from inferscale.flows.pipeline import experiment_flow
+
+    experiment_flow(str(config_path))
+
+    records = [json.loads(line) for line in pool_file.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(f"test-{i}" for i in range(40))
+    questions = {r["id"]: r for r in records}
+    from inferscale.data.records import read_problems
+
+    prompts = {p_.id: load_config(config_path).data.format.prompt_template.format(
+        question=p_.question) for p_ in read_problems(p.prepare_data.path / "test.jsonl")}
+    assert len(requested) == 40 - len(written_ids)  # greedy was finished before the kill
+    assert not {prompts[i] for i in written_ids} & set(requested)
+    # The records written before the kill are kept as they were.
+    kept = [line for line in written if line.endswith("}")]
+    assert pool_file.read_text().splitlines()[: len(kept)] == kept
+    assert p.evaluate["A"].complete and p.analyze.complete
+    assert len(questions) == 40

@@ -1,0 +1,80 @@
+"""SFT under the real `deepspeed` launcher with two ranks on CPU, logging to W&B offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from inferscale.config import parse_config
+from inferscale.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_data, step_format
+from inferscale.models.launch import TrainingFailed, run_sft, sft_spec
+from inferscale.models.sft import IGNORE_INDEX, encode_example, pad_batch
+from inferscale.tracking.offline import find_runs, read_run
+from inferscale.tracking.wandb_runs import TrackingSettings, wandb_env
+from pipeline_config import REPO, tiny_config
+
+
+def test_loss_is_taken_on_solution_tokens_only(tmp_path):
+    config = parse_config(tiny_config(tmp_path), base_dir=REPO / "configs")
+    prepare_data(config.data, 0, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / TOKENIZER_DIR)
+    fmt = step_format(config.data)
+    prompt, solution = fmt.prompt("3 + 4"), fmt.solution(["3 + 4 = 7", "The answer is: 7"])
+    example = encode_example(tokenizer, prompt, solution, max_length=64)
+    n_prompt = len(tokenizer(prompt)["input_ids"])
+    assert example["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert example["labels"][n_prompt:] == example["input_ids"][n_prompt:]
+    assert example["input_ids"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(example["input_ids"][n_prompt:-1]) == solution
+
+    batch = pad_batch([example, encode_example(tokenizer, prompt, "Step 1: 7 ки\n", 64)], 0)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    padded = batch["attention_mask"][1] == 0
+    assert (batch["labels"][1][padded] == IGNORE_INDEX).all()
+    assert (batch["input_ids"][1][padded] == 0).all()
+
+
+@pytest.mark.slow
+def test_two_rank_deepspeed_sft_trains_and_logs_to_wandb(tmp_path):
+    overrides = {"sft.num_processes": 2, "sft.threads_per_process": 1, "sft.max_steps": 12,
+                 "sft.logging_steps": 3, "sft.learning_rate": 3e-3, "sft.warmup_steps": 2}
+    config = parse_config(tiny_config(tmp_path, **overrides), base_dir=REPO / "configs")
+    prepare_data(config.data, 0, tmp_path / "data")
+    policy = config.policies[0]
+    out = tmp_path / "model"
+    spec = sft_spec(policy, config.sft, config.data.format.model_dump(),
+                    str(tmp_path / "data" / TOKENIZER_DIR), tmp_path / "data" / TRAIN_FILE,
+                    out, seed=0, report_to=["wandb"])
+    tracking = TrackingSettings(project="inferscale", group="sft-test")
+    env = wandb_env(tracking, "sft", "sft-A", tmp_path)
+
+    summary = run_sft(spec, config.sft, env, tmp_path / "train.log")
+
+    assert summary["engine"] == "DeepSpeedEngine"
+    assert summary["world_size"] == 2 and summary["zero_stage"] == 2
+    assert summary["steps"] == 12
+    losses = [row["loss"] for row in summary["loss_history"]]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    (run_dir,) = find_runs(tmp_path / "wandb")
+    run = read_run(run_dir)
+    assert (run.group, run.job_type, run.name) == ("sft-test", "sft", "sft-A")
+    logged = [row["train/loss"] for row in run.history if "train/loss" in row]
+    assert logged == pytest.approx(losses, rel=1e-4)
+    assert run.summary["train/global_step"] == 12
+
+
+def test_a_failing_launch_raises_with_the_log_tail(tmp_path):
+    config = parse_config(tiny_config(tmp_path), base_dir=REPO / "configs")
+    spec = sft_spec(config.policies[0], config.sft, config.data.format.model_dump(),
+                    str(tmp_path / "no-tokenizer"), tmp_path / "missing.jsonl",
+                    tmp_path / "model", seed=0, report_to=[])
+    with pytest.raises(TrainingFailed, match="full log: .*train.log"):
+        run_sft(spec, config.sft, {}, tmp_path / "train.log")
+    assert Path(tmp_path / "train.log").read_text()
