@@ -47,13 +47,18 @@ def main() -> None:
         config.setdefault("sft", {})["deepspeed"] = str(Path(args.config).parent / deepspeed)
     config_path = work / "experiment.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PREFECT_HOME": str(work / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(work / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     cli = [sys.executable, "-m", "inferscale.cli", "run", str(config_path)]
 
     first = timed(cli, env, work / "first.log")
     second = timed(cli, env, work / "second.log")
-    startup = min(timed([sys.executable, "-c", NOOP_FLOW], env, work / "noop.log") for _ in range(2))
+    startup = min(
+        timed([sys.executable, "-c", NOOP_FLOW], env, work / "noop.log") for _ in range(2)
+    )
     result = {
         "config": str(Path(args.config).resolve().relative_to(REPO)),
         "first_run_s": round(first, 1),

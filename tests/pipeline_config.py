@@ -13,17 +13,34 @@ def tiny_config(output_dir: Path, **overrides) -> dict:
     config = {
         "name": "tiny",
         "output_dir": str(output_dir),
-        "data": {"arithmetic": {"modulus": 20, "levels": [1, 2], "train_size": 400,
-                                "test_size": 16}},
+        "data": {
+            "arithmetic": {"modulus": 20, "levels": [1, 2], "train_size": 400, "test_size": 16}
+        },
         "policies": [
-            {"name": "A", "hidden_size": 64, "num_layers": 1, "num_heads": 2,
-             "intermediate_size": 128},
-            {"name": "B", "hidden_size": 64, "num_layers": 2, "num_heads": 2,
-             "intermediate_size": 128},
+            {
+                "name": "A",
+                "hidden_size": 64,
+                "num_layers": 1,
+                "num_heads": 2,
+                "intermediate_size": 128,
+            },
+            {
+                "name": "B",
+                "hidden_size": 64,
+                "num_layers": 2,
+                "num_heads": 2,
+                "intermediate_size": 128,
+            },
         ],
-        "sft": {"max_steps": 4, "per_device_batch_size": 8, "num_processes": 1,
-                "threads_per_process": 2, "max_length": 64, "logging_steps": 1,
-                "deepspeed": str(REPO / "configs" / "deepspeed" / "zero2.json")},
+        "sft": {
+            "max_steps": 4,
+            "per_device_batch_size": 8,
+            "num_processes": 1,
+            "threads_per_process": 2,
+            "max_length": 64,
+            "logging_steps": 1,
+            "deepspeed": str(REPO / "configs" / "deepspeed" / "zero2.json"),
+        },
         "generation": {"max_new_tokens": 24, "batch_size": 64, "temperature": 1.0},
         "evaluation": {"budgets": [1, 2, 4]},
         "tracking": {"mode": "offline"},

@@ -81,7 +81,12 @@ def test_plan_paths_are_stage_label_and_key_under_the_run_root(tmp_path):
     assert p.evaluate["L"].path == artifacts_dir / "evaluate" / f"L-{p.evaluate['L'].key}"
     assert p.analyze.path == artifacts_dir / "analyze" / f"report-{p.analyze.key}"
     assert [a.stage for a in p.all()] == [
-        "prepare_data", "sft", "sft", "evaluate", "evaluate", "analyze",
+        "prepare_data",
+        "sft",
+        "sft",
+        "evaluate",
+        "evaluate",
+        "analyze",
     ]
     assert not (tmp_path / "default").exists()  # planning writes nothing
 

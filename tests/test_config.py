@@ -125,8 +125,12 @@ def test_wrong_type_is_refused_naming_the_field(section, value, field):
         ("evaluation", {"strategies": []}, "evaluation.strategies", "at least one strategy"),
         ("data", {"arithmetic": {"modulus": 1}}, "data.arithmetic.modulus", "greater than"),
         ("data", {"arithmetic": {"levels": [0, 1]}}, "data.arithmetic.levels.0", "greater than"),
-        ("data", {"format": {"prompt_template": "Q:\n"}}, "data.format.prompt_template",
-         "{question}"),
+        (
+            "data",
+            {"format": {"prompt_template": "Q:\n"}},
+            "data.format.prompt_template",
+            "{question}",
+        ),
         ("tracking", {"mode": "sometimes"}, "tracking.mode", "offline"),
         ("name", "my experiment", "name", "pattern"),
     ],
@@ -176,8 +180,9 @@ def test_policy_with_incomplete_size_is_refused():
 )
 def test_policy_head_dim_outside_supported_set_is_refused(hidden_size, num_heads):
     raw = raw_config(
-        policies=[{"name": "p", "hidden_size": hidden_size, "num_layers": 2,
-                   "num_heads": num_heads}]
+        policies=[
+            {"name": "p", "hidden_size": hidden_size, "num_layers": 2, "num_heads": num_heads}
+        ]
     )
     lines = error_lines(config_error(raw))
     assert len(lines) == 1
@@ -188,8 +193,9 @@ def test_policy_head_dim_outside_supported_set_is_refused(hidden_size, num_heads
 @pytest.mark.parametrize(("hidden_size", "num_heads"), [(64, 2), (256, 4), (1024, 8)])
 def test_policy_head_dim_in_supported_set_is_accepted(hidden_size, num_heads):
     raw = raw_config(
-        policies=[{"name": "p", "hidden_size": hidden_size, "num_layers": 2,
-                   "num_heads": num_heads}]
+        policies=[
+            {"name": "p", "hidden_size": hidden_size, "num_layers": 2, "num_heads": num_heads}
+        ]
     )
     config = parse_config(raw, base_dir=CONFIGS)
     assert config.policies[0].hidden_size // config.policies[0].num_heads in (32, 64, 128)
@@ -293,9 +299,7 @@ def test_load_config_refuses_a_yaml_that_is_not_a_mapping(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == (
-        f"invalid experiment config {path}: expected a mapping at the top"
-    )
+    assert str(info.value) == (f"invalid experiment config {path}: expected a mapping at the top")
 
 
 def test_load_config_refuses_invalid_yaml_naming_the_file(tmp_path):
@@ -350,9 +354,7 @@ def test_relative_deepspeed_path_is_not_resolved_against_the_working_directory(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert f"sft.deepspeed: no DeepSpeed config at {folder / 'ds' / 'zero.json'}" in str(
-        info.value
-    )
+    assert f"sft.deepspeed: no DeepSpeed config at {folder / 'ds' / 'zero.json'}" in str(info.value)
 
 
 def test_absolute_deepspeed_path_is_kept(tmp_path):

@@ -291,3 +291,20 @@ def test_tokenizer_save_load_round_trip_gives_identical_ids(prepared, texts, tmp
         ids = loaded(text, add_special_tokens=False).input_ids
         assert ids == built(text, add_special_tokens=False).input_ids
         assert loaded.decode(ids) == built.decode(ids) == text
+
+
+def test_swap_rate_reorders_commutative_steps_without_changing_questions():
+    plain = make_split("train", 60, [3], 20, seed=5, answer_phrase=ANSWER)
+    swapped = make_split("train", 60, [3], 20, seed=5, answer_phrase=ANSWER, swap_rate=1.0)
+    assert [p.question for p in plain] == [p.question for p in swapped]
+    assert [p.answer for p in plain] == [p.answer for p in swapped]
+    changed = 0
+    for a, b in zip(plain, swapped):
+        for step_a, step_b in zip(a.steps, b.steps):
+            left, op, right, _, result = step_a.split() if "=" in step_a else [None] * 5
+            if op in ("+", "*"):
+                assert step_b == f"{right} {op} {left} = {result}"
+                changed += 1
+            else:
+                assert step_b == step_a
+    assert changed > 60

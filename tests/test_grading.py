@@ -1,8 +1,11 @@
 import logging
-import multiprocessing
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -184,13 +187,82 @@ def test_slow_comparison_times_out_and_grader_recovers(caplog: pytest.LogCapture
 
 def test_close_stops_the_worker() -> None:
     g = Grader()
-    before = set(multiprocessing.active_children())
     g.equivalent("x+1", "1+x")
-    (worker,) = set(multiprocessing.active_children()) - before
+    assert g._worker is not None
+    worker = g._worker.process
+    assert worker.poll() is None
     g.close()
-    assert not worker.is_alive()
+    assert worker.poll() is not None
     assert g.equivalent("2x", "x*2")  # restarts lazily
     g.close()
+
+
+def _run_script(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    # Stderr to a file: the worker shares it, and waiting for a pipe would wait for the worker.
+    with (tmp_path / "stderr.txt").open("w+") as stderr:
+        run = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=120,
+        )
+        stderr.seek(0)
+        run.stderr = stderr.read()
+    return run
+
+
+def test_script_without_main_guard_runs_once(tmp_path: Path) -> None:
+    # A multiprocessing "spawn" worker re-imported the caller's __main__: this script ran twice
+    # and the worker never started.
+    run = _run_script(
+        tmp_path,
+        r"""
+        from inferscale.grading import Grader
+
+        print("MARKER", flush=True)
+        grader = Grader(timeout_s=30.0)
+        print(grader.equivalent(r"\frac{1}{2}", "0.5"))
+        """,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines.count("MARKER") == 1 and lines.count("True") == 1, run.stdout
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited: reaped, or a zombie whose new parent does not reap."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_worker_exits_when_its_parent_dies(tmp_path: Path) -> None:
+    # The parent dies without cleanup (os._exit, like SIGKILL); the idle worker sees end of input.
+    run = _run_script(
+        tmp_path,
+        """
+        import os
+        from inferscale.grading import Grader
+
+        grader = Grader(timeout_s=60.0)
+        assert grader.equivalent("x+1", "1+x")
+        print(grader._worker.process.pid, flush=True)
+        os._exit(0)
+        """,
+    )
+    assert run.returncode == 0, run.stderr
+    pid = int(run.stdout)
+    deadline = time.monotonic() + 10.0
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
 
 
 # --- voting ----------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pipeline_config import tiny_config, write_config
 
 from inferscale.config import load_config
 from inferscale.stages import plan
 from inferscale.tracking.offline import find_runs, read_run
-from pipeline_config import tiny_config, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from pipeline_config import tiny_config, write_config
 
 from inferscale.config import load_config
 from inferscale.stages import plan
-from pipeline_config import tiny_config, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -45,7 +45,10 @@ def test_killed_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "inferscale.cli", "run", str(config_path)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_for_lines(pool_file, 6, proc, timeout_s=300)
@@ -84,8 +87,10 @@ def test_killed_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
     questions = {r["id"]: r for r in records}
     from inferscale.data.records import read_problems
 
-    prompts = {p_.id: load_config(config_path).data.format.prompt_template.format(
-        question=p_.question) for p_ in read_problems(p.prepare_data.path / "test.jsonl")}
+    prompts = {
+        p_.id: load_config(config_path).data.format.prompt_template.format(question=p_.question)
+        for p_ in read_problems(p.prepare_data.path / "test.jsonl")
+    }
     assert len(requested) == 40 - len(written_ids)  # greedy was finished before the kill
     assert not {prompts[i] for i in written_ids} & set(requested)
     # The records written before the kill are kept as they were.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pipeline_config import REPO, tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inferscale.config import parse_config
@@ -14,7 +15,6 @@ from inferscale.models.launch import TrainingFailed, run_sft, sft_spec
 from inferscale.models.sft import IGNORE_INDEX, encode_example, pad_batch
 from inferscale.tracking.offline import find_runs, read_run
 from inferscale.tracking.wandb_runs import TrackingSettings, wandb_env
-from pipeline_config import REPO, tiny_config
 
 
 def test_loss_is_taken_on_solution_tokens_only(tmp_path):
@@ -39,15 +39,28 @@ def test_loss_is_taken_on_solution_tokens_only(tmp_path):
 
 @pytest.mark.slow
 def test_two_rank_deepspeed_sft_trains_and_logs_to_wandb(tmp_path):
-    overrides = {"sft.num_processes": 2, "sft.threads_per_process": 1, "sft.max_steps": 12,
-                 "sft.logging_steps": 3, "sft.learning_rate": 3e-3, "sft.warmup_steps": 2}
+    overrides = {
+        "sft.num_processes": 2,
+        "sft.threads_per_process": 1,
+        "sft.max_steps": 12,
+        "sft.logging_steps": 3,
+        "sft.learning_rate": 3e-3,
+        "sft.warmup_steps": 2,
+    }
     config = parse_config(tiny_config(tmp_path, **overrides), base_dir=REPO / "configs")
     prepare_data(config.data, 0, tmp_path / "data")
     policy = config.policies[0]
     out = tmp_path / "model"
-    spec = sft_spec(policy, config.sft, config.data.format.model_dump(),
-                    str(tmp_path / "data" / TOKENIZER_DIR), tmp_path / "data" / TRAIN_FILE,
-                    out, seed=0, report_to=["wandb"])
+    spec = sft_spec(
+        policy,
+        config.sft,
+        config.data.format.model_dump(),
+        str(tmp_path / "data" / TOKENIZER_DIR),
+        tmp_path / "data" / TRAIN_FILE,
+        out,
+        seed=0,
+        report_to=["wandb"],
+    )
     tracking = TrackingSettings(project="inferscale", group="sft-test")
     env = wandb_env(tracking, "sft", "sft-A", tmp_path)
 
@@ -72,9 +85,16 @@ def test_two_rank_deepspeed_sft_trains_and_logs_to_wandb(tmp_path):
 
 def test_a_failing_launch_raises_with_the_log_tail(tmp_path):
     config = parse_config(tiny_config(tmp_path), base_dir=REPO / "configs")
-    spec = sft_spec(config.policies[0], config.sft, config.data.format.model_dump(),
-                    str(tmp_path / "no-tokenizer"), tmp_path / "missing.jsonl",
-                    tmp_path / "model", seed=0, report_to=[])
+    spec = sft_spec(
+        config.policies[0],
+        config.sft,
+        config.data.format.model_dump(),
+        str(tmp_path / "no-tokenizer"),
+        tmp_path / "missing.jsonl",
+        tmp_path / "model",
+        seed=0,
+        report_to=[],
+    )
     with pytest.raises(TrainingFailed, match="full log: .*train.log"):
         run_sft(spec, config.sft, {}, tmp_path / "train.log")
     assert Path(tmp_path / "train.log").read_text()

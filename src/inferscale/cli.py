@@ -65,6 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StagesFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # the flow's log above has the traceback
+        print(f"error: the run stopped: {type(err).__name__}: {err}", file=sys.stderr)
+        print("finished stages are kept; fix the cause and run again", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
     summary = json.loads((report_dir / "summary.json").read_text())
     print(format_summary(summary, report_dir))
@@ -74,8 +78,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    print(f"{args.config}: valid ({len(config.policies)} policies, "
-          f"strategies {config.evaluation.strategies}, budgets {config.evaluation.budgets})")
+    print(
+        f"{args.config}: valid ({len(config.policies)} policies, "
+        f"strategies {config.evaluation.strategies}, budgets {config.evaluation.budgets})"
+    )
     return 0
 
 
@@ -90,8 +96,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     report = plan(_load(args.config)).analyze
     if not report.complete:
-        print(f"no finished analysis at {report.path}; run `inferscale run {args.config}`",
-              file=sys.stderr)
+        print(
+            f"no finished analysis at {report.path}; run `inferscale run {args.config}`",
+            file=sys.stderr,
+        )
         return 1
     print(format_summary(json.loads((report.path / "summary.json").read_text()), report.path))
     return 0

@@ -46,10 +46,16 @@ class ArithmeticData(Strict):
 
     modulus: Annotated[int, Field(ge=2, le=1000)] = 40
     levels: Annotated[list[Annotated[int, Field(ge=1, le=12)]], Field(min_length=1)] = [
-        1, 2, 3, 4, 5
+        1,
+        2,
+        3,
+        4,
+        5,
     ]
     train_size: Positive = 20000
     test_size: Positive = 200
+    # Share of commutative steps written with swapped operands: more paths to one answer.
+    swap_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 class DatasetRef(Strict):
@@ -86,6 +92,8 @@ class PolicyConfig(Strict):
     num_layers: Positive | None = None
     num_heads: Positive | None = None
     intermediate_size: Positive | None = None
+    # Larger models often need a smaller learning rate; None uses sft.learning_rate.
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] | None = None
 
     @model_validator(mode="after")
     def _size_or_hub(self) -> PolicyConfig:
@@ -215,7 +223,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(raw: dict, source: str = "<dict>", base_dir: Path | None = None) -> ExperimentConfig:
+def parse_config(
+    raw: dict, source: str = "<dict>", base_dir: Path | None = None
+) -> ExperimentConfig:
     """Validate a config mapping; relative DeepSpeed paths resolve against `base_dir`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid experiment config {source}: expected a mapping at the top")

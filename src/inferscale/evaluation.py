@@ -61,7 +61,7 @@ def generate_pending(
     per_chunk = max(1, batch_size // sequences_per_question)
     for chunk in _chunks(pending, per_chunk):
         completions = backend.generate([request_for(p) for p in chunk])
-        store.append([record_for(p, c) for p, c in zip(chunk, completions)])
+        store.append([record_for(p, c) for p, c in zip(chunk, completions, strict=True)])
         if on_progress:
             on_progress(len(chunk), len(pending))
     return len(pending)
@@ -71,7 +71,7 @@ def grade_samples(problem: Problem, completion: Completion, fmt: StepFormat) -> 
     answers = [extract_answer(s.text, fmt.answer_phrase, fmt.tag) for s in completion.samples]
     classes = answer_classes(answers)
     representatives: dict[int, str] = {}
-    for cls, answer in zip(classes, answers):
+    for cls, answer in zip(classes, answers, strict=True):
         if cls is not None:
             representatives.setdefault(cls, answer)
     correct = sorted(c for c, a in representatives.items() if is_equivalent(a, problem.answer))
@@ -82,7 +82,7 @@ def grade_samples(problem: Problem, completion: Completion, fmt: StepFormat) -> 
         "prompt_tokens": completion.prompt_tokens,
         "samples": [
             {"text": s.text, "answer": a, "tokens": s.num_tokens, "finish": s.finish_reason}
-            for s, a in zip(completion.samples, answers)
+            for s, a in zip(completion.samples, answers, strict=True)
         ],
         "classes": classes,
         "correct_classes": correct,
@@ -164,7 +164,12 @@ def greedy_point(records: list[dict], cost: ModelCost, paper_params: str) -> dic
 
 
 def vote_points(
-    records: list[dict], strategy: str, budgets: list[int], cost: ModelCost, paper_params: str, seed: int
+    records: list[dict],
+    strategy: str,
+    budgets: list[int],
+    cost: ModelCost,
+    paper_params: str,
+    seed: int,
 ) -> list[dict]:
     pools = [QuestionPool(r["classes"], r["correct_classes"]) for r in records]
     curve = accuracy_curve(pools, budgets, vote=VOTES[strategy], seed=seed)
@@ -172,9 +177,7 @@ def vote_points(
     for row in curve:
         n = row["n"]
         flops = [_pool_flops(cost, r, n, paper_params) for r in records]
-        coverage = statistics.fmean(
-            pass_at_k(len(r["samples"]), _n_correct(r), n) for r in records
-        )
+        coverage = statistics.fmean(pass_at_k(len(r["samples"]), _n_correct(r), n) for r in records)
         points.append(
             {
                 "strategy": strategy,
@@ -228,8 +231,9 @@ def evaluate_policy(
         jobs.append(("greedy", ResultStore(store_path(out_dir, "greedy")), run_greedy, {}))
     if voting:
         pool_name = f"samples-n{budgets[-1]}"
-        jobs.append((pool_name, ResultStore(store_path(out_dir, pool_name)), run_pool,
-                     {"n": budgets[-1]}))
+        jobs.append(
+            (pool_name, ResultStore(store_path(out_dir, pool_name)), run_pool, {"n": budgets[-1]})
+        )
     backend = None
     try:
         for name, store, run, extra in jobs:

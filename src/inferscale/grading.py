@@ -3,21 +3,29 @@
 Equivalence runs a cheap string/number check first and math-verify only when that is not
 decisive. Math-verify's own timeouts use `signal.alarm`, which fails outside the main thread, so
 they are off and math-verify runs in a worker process that is killed when a call runs too long
-(sympy can spin for minutes on inputs such as `9^{9^{9^{9}}}`). The worker is a spawned process,
-so a script that grades at import time needs the usual `if __name__ == "__main__":` guard.
+(sympy can spin for minutes on inputs such as `9^{9^{9^{9}}}`). The worker is a plain subprocess
+running `grading_worker.py` (not a multiprocessing one), so it never re-imports the caller's
+`__main__`: scripts need no `if __name__ == "__main__":` guard, and a worker (re)start pays only
+for importing math-verify.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-import multiprocessing
+import os
 import re
+import selectors
+import subprocess
+import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from fractions import Fraction
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +34,7 @@ _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _LATEX_NOISE = re.compile(r"\\(?:left|right)(?![a-zA-Z])|\\[!,;: ]|\s+")
 _STARTUP_TIMEOUT_S = 60.0
+_WORKER_SCRIPT = Path(__file__).with_name("grading_worker.py")
 
 
 # --- extraction ------------------------------------------------------------------------------
@@ -37,7 +46,7 @@ def extract_answer(
     """The final answer of a solution: answer phrase, else last `\\boxed{}`, else GSM8K `####`."""
     for extract in (
         lambda: _after_phrase(text, answer_phrase, tag),
-        lambda: _last_boxed(text),
+        lambda: last_boxed(text),
         lambda: _after_hashes(text),
     ):
         answer = extract()
@@ -56,7 +65,8 @@ def _after_phrase(text: str, answer_phrase: str, tag: str) -> str | None:
     return _strip_period(rest.strip())
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; else None."""
     matches = list(_BOXED.finditer(text))
     if not matches:
         return None
@@ -136,27 +146,69 @@ def _as_latex(s: str) -> str:
     return f"\\boxed{{{s}}}"
 
 
-def _worker_main(conn: Connection) -> None:
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout is disabled" warning
-    from math_verify import parse, verify
+class _WorkerError(Exception):
+    """The worker timed out, died, or broke the protocol; it has to be replaced."""
 
-    conn.send("ready")
-    while True:
+
+class _Worker:
+    """A math-verify worker process (see `grading_worker`) and the parent's ends of its pipes."""
+
+    def __init__(self) -> None:
+        # `-P`: the worker script's folder (inferscale's) does not go on its `sys.path`.
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", str(_WORKER_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # the parent's stderr, for math-verify's errors and a failed start
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._stdin = self.process.stdin
+        self._stdout = self.process.stdout.fileno()
+        self._selector = selectors.DefaultSelector()  # not select.select: fds may be > 1023
+        self._selector.register(self._stdout, selectors.EVENT_READ)
+        self._buffer = b""
+
+    def wait_ready(self, timeout_s: float) -> None:
+        if self._receive(timeout_s) != {"ready": True}:
+            raise _WorkerError("unexpected first message")
+
+    def verify(self, pred: str, gold: str, timeout_s: float) -> dict[str, Any]:
+        """The worker's response to one comparison, within `timeout_s` seconds of asking."""
+        try:  # an idle worker reads at once, so this does not block
+            self._stdin.write(json.dumps({"pred": pred, "gold": gold}).encode() + b"\n")
+            self._stdin.flush()
+        except OSError as e:
+            raise _WorkerError(f"worker failed ({e!r})") from e
+        response = self._receive(timeout_s)
+        if not isinstance(response, dict) or "ok" not in response:
+            raise _WorkerError(f"unexpected response {response!r}")
+        return response
+
+    def _receive(self, timeout_s: float) -> Any:
+        """The next line from the worker, as JSON, within `timeout_s` seconds."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            if not self._selector.select(max(deadline - time.monotonic(), 0.0)):
+                raise _WorkerError(f"timed out after {timeout_s:g}s")
+            chunk = os.read(self._stdout, 1 << 16)
+            if not chunk:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=1.0)
+                raise _WorkerError(f"worker exited (code {self.process.returncode})")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
         try:
-            pred, gold = conn.recv()
-        except EOFError:  # parent closed the pipe or died
-            return
-        # Errors inside parse/verify are caught by math-verify; anything else ends the worker,
-        # which the parent sees as EOF and handles like a timeout.
-        gold_parsed = parse(_as_latex(gold), parsing_timeout=None)
-        pred_parsed = parse(_as_latex(pred), parsing_timeout=None)
-        conn.send(bool(verify(gold_parsed, pred_parsed, timeout_seconds=None)))
+            return json.loads(line)
+        except ValueError as e:
+            raise _WorkerError(f"unexpected output {_short(repr(line))}") from e
 
-
-def _stop_worker(process: BaseProcess, conn: Connection) -> None:
-    conn.close()
-    process.kill()
-    process.join()
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._selector.close()
+        for pipe in (self._stdin, self.process.stdout):
+            with contextlib.suppress(OSError):  # flushing a request the worker never read
+                pipe.close()
 
 
 def _short(s: str, n: int = 80) -> str:
@@ -167,14 +219,15 @@ class Grader:
     """Equivalence of a predicted and a gold answer, cached, math-verify under a process timeout.
 
     The worker starts on the first call that needs math-verify, is replaced after a timeout, and
-    is stopped by `close()`, by garbage collection, or at interpreter exit.
+    is stopped by `close()`, by garbage collection, or at interpreter exit; it also exits by
+    itself when this process dies (at end of input, after the comparison at hand if any).
     """
 
     def __init__(self, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
         self._cache: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
-        self._conn: Connection | None = None
+        self._worker: _Worker | None = None
         self._stop: weakref.finalize | None = None
 
     def equivalent(self, pred: str | None, gold: str, timeout_s: float | None = None) -> bool:
@@ -195,45 +248,42 @@ class Grader:
     def _math_verify(self, pred: str, gold: str, timeout_s: float | None) -> bool:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         with self._lock:
-            conn = self._conn or self._start()
+            worker = self._worker or self._start()
             try:
-                conn.send((pred, gold))
-                if conn.poll(timeout_s):
-                    return conn.recv()
-                reason = f"timed out after {timeout_s:g}s"
-            except (EOFError, OSError) as e:
-                reason = f"worker failed ({e!r})"
-            logger.warning(
-                "math-verify %s on pred=%r gold=%r; counted as not equivalent",
-                reason,
-                _short(pred),
-                _short(gold),
-            )
-            self._kill()
-            return False
+                response = worker.verify(_as_latex(pred), _as_latex(gold), timeout_s)
+            except _WorkerError as e:
+                self._kill()
+                self._warn(str(e), pred, gold)
+                return False
+            if not response["ok"]:  # the worker is fine, the inputs are not
+                self._warn(f"failed ({response.get('error')})", pred, gold)
+                return False
+            return bool(response["result"])
 
-    def _start(self) -> Connection:
-        ctx = multiprocessing.get_context("spawn")
-        conn, child_conn = ctx.Pipe()
-        process = ctx.Process(target=_worker_main, args=(child_conn,), daemon=True)
-        process.start()
-        # Without the parent's copy of the child's end, the worker sees EOF when the parent dies.
-        child_conn.close()
-        self._conn = conn
-        self._stop = weakref.finalize(self, _stop_worker, process, conn)
+    @staticmethod
+    def _warn(reason: str, pred: str, gold: str) -> None:
+        logger.warning(
+            "math-verify %s on pred=%r gold=%r; counted as not equivalent",
+            reason,
+            _short(pred),
+            _short(gold),
+        )
+
+    def _start(self) -> _Worker:
+        worker = _Worker()
+        self._worker = worker
+        self._stop = weakref.finalize(self, worker.stop)
         try:
-            ready = conn.poll(_STARTUP_TIMEOUT_S) and conn.recv() == "ready"
-        except (EOFError, OSError):
-            ready = False
-        if not ready:
+            worker.wait_ready(_STARTUP_TIMEOUT_S)
+        except _WorkerError as e:
             self._kill()
-            raise RuntimeError("math-verify worker did not start")
-        return conn
+            raise RuntimeError(f"math-verify worker did not start: {e}") from e
+        return worker
 
     def _kill(self) -> None:
         if self._stop is not None:
             self._stop()
-        self._conn = None
+        self._worker = None
         self._stop = None
 
 

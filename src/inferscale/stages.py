@@ -26,7 +26,13 @@ STAGE_CODE = {
     "prepare_data": ("data", "models/tokenizer"),
     "sft": ("models/sft", "models/factory", "models/launch"),
     "evaluate": (
-        "evaluation", "generation", "search", "scaling/subsets", "grading", "compute", "results",
+        "evaluation",
+        "generation",
+        "search",
+        "scaling/subsets",
+        "grading",
+        "compute",
+        "results",
     ),
     "analyze": ("analysis",),
 }

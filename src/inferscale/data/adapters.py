@@ -16,6 +16,7 @@ import datasets
 
 from inferscale.data.records import Problem
 from inferscale.data.steps import StepFormat
+from inferscale.grading import last_boxed
 
 # Math-Shepherd's format is the project's default, so its answer phrase also parses upstream text.
 _FORMAT = StepFormat()
@@ -111,7 +112,7 @@ def _load_rows(
 
 
 def _math(row: dict, pid: str) -> Problem:
-    answer = _last_boxed(row["solution"])
+    answer = last_boxed(row["solution"])
     if answer is None:
         raise ValueError(f"math: no \\boxed{{}} answer in the solution of {pid}")
     level = re.fullmatch(r"Level (\d+)", row["level"] or "")  # a few upstream rows say "Level ?"
@@ -223,20 +224,6 @@ def _parse_shepherd(text: str, label: str, where: object) -> tuple[str, list[str
     pieces = text[start:].split(_SHEPHERD_TAG)[:-1]  # the last piece follows the last tag
     steps = [_one_line(_STEP_PREFIX.sub("", _CALCULATOR.sub("", p).strip())) for p in pieces]
     return question, steps, [m == "+" for m in marks[skipped:]]
-
-
-def _last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    begin = text.index("{", start) + 1
-    depth = 1
-    for i in range(begin, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[begin:i]
-    return None
 
 
 def _line_steps(text: str) -> list[str]:

@@ -24,9 +24,12 @@ def load_splits(data: DataConfig, seed: int) -> tuple[list[Problem], list[Proble
     fmt = step_format(data)
     if data.arithmetic is not None:
         a = data.arithmetic
-        return make_splits(a.train_size, a.test_size, a.levels, a.modulus, seed, fmt.answer_phrase)
-    train = load_problems(data.train.source, data.train.path, data.train.split, data.train.limit,
-                          data.train.subset)
+        return make_splits(
+            a.train_size, a.test_size, a.levels, a.modulus, seed, fmt.answer_phrase, a.swap_rate
+        )
+    train = load_problems(
+        data.train.source, data.train.path, data.train.split, data.train.limit, data.train.subset
+    )
     test = [
         p
         for ref in data.eval

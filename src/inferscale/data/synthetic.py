@@ -2,8 +2,12 @@
 
 A problem starts at a number in 0..M-1 and applies `level` operations `+ - *` by a digit 1-9,
 modulo M, left to right; its solution has one step per operation and a last step stating the
-answer. Numbers are single tokens of the task's tokenizer, which keeps sequences short enough for
-tiny models to learn on a CPU in minutes.
+answer. A step of a commutative operation is written with its operands in either order
+(`swap_rate`), so one answer has many reasoning paths, whose errors differ: the property that
+lets voting over samples beat the single most likely path (Wu et al., Theorems 1-2).
+
+Numbers are single tokens of the task's tokenizer, which keeps sequences short enough for tiny
+models to learn on a CPU in minutes.
 """
 
 from __future__ import annotations
@@ -25,7 +29,17 @@ def apply_operation(value: int, op: str, operand: int, modulus: int) -> int:
     raise ValueError(f"unknown operation {op!r}")
 
 
-def make_problem(rng: random.Random, level: int, modulus: int, answer_phrase: str, pid: str) -> Problem:
+COMMUTATIVE = ("+", "*")
+
+
+def make_problem(
+    rng: random.Random,
+    level: int,
+    modulus: int,
+    answer_phrase: str,
+    pid: str,
+    swap_rate: float = 0.0,
+) -> Problem:
     value = rng.randrange(modulus)
     question = [str(value)]
     steps = []
@@ -33,7 +47,11 @@ def make_problem(rng: random.Random, level: int, modulus: int, answer_phrase: st
         op, operand = rng.choice(OPERATIONS), rng.randint(1, 9)
         result = apply_operation(value, op, operand, modulus)
         question += [op, str(operand)]
-        steps.append(f"{value} {op} {operand} = {result}")
+        left, right = value, operand
+        # Drawn for every commutative step, so the questions do not depend on swap_rate.
+        if op in COMMUTATIVE and rng.random() < swap_rate:
+            left, right = operand, value
+        steps.append(f"{left} {op} {right} = {result}")
         value = result
     steps.append(f"{answer_phrase} {value}")
     return Problem(
@@ -61,6 +79,7 @@ def make_split(
     answer_phrase: str,
     exclude: frozenset[str] = frozenset(),
     distinct: bool = False,
+    swap_rate: float = 0.0,
 ) -> list[Problem]:
     """`size` problems with levels cycling through `levels`, deterministic by (seed, split).
 
@@ -71,7 +90,9 @@ def make_split(
     seen = set(exclude)
     while len(problems) < size:
         level = levels[len(problems) % len(levels)]
-        p = make_problem(rng, level, modulus, answer_phrase, f"{split}-{len(problems)}")
+        p = make_problem(
+            rng, level, modulus, answer_phrase, f"{split}-{len(problems)}", swap_rate
+        )
         if p.question in seen:
             continue
         if distinct:
@@ -81,7 +102,13 @@ def make_split(
 
 
 def make_splits(
-    train_size: int, test_size: int, levels: list[int], modulus: int, seed: int, answer_phrase: str
+    train_size: int,
+    test_size: int,
+    levels: list[int],
+    modulus: int,
+    seed: int,
+    answer_phrase: str,
+    swap_rate: float = 0.0,
 ) -> tuple[list[Problem], list[Problem]]:
     """Distinct test questions first, then training problems that never ask a test question."""
     for level in set(levels):
@@ -92,7 +119,11 @@ def make_splits(
                 f"distinct questions, too few for {wanted} test questions and a training set; "
                 "lower test_size or raise the modulus"
             )
-    test = make_split("test", test_size, levels, modulus, seed, answer_phrase, distinct=True)
+    test = make_split(
+        "test", test_size, levels, modulus, seed, answer_phrase, distinct=True, swap_rate=swap_rate
+    )
     exclude = frozenset(p.question for p in test)
-    train = make_split("train", train_size, levels, modulus, seed, answer_phrase, exclude)
+    train = make_split(
+        "train", train_size, levels, modulus, seed, answer_phrase, exclude, swap_rate=swap_rate
+    )
     return train, test

@@ -81,7 +81,7 @@ def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
 def left_pad(
     prompts: list[list[int]], pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input ids and attention mask, prompts aligned to the right so every row decodes at the end."""
+    """Input ids and attention mask, prompts right-aligned so every row decodes at the end."""
     width = max(len(prompt) for prompt in prompts)
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)

@@ -55,7 +55,7 @@ def sft_spec(
         "max_steps": sft.max_steps,
         "per_device_batch_size": sft.per_device_batch_size,
         "gradient_accumulation_steps": sft.gradient_accumulation_steps,
-        "learning_rate": sft.learning_rate,
+        "learning_rate": policy.learning_rate or sft.learning_rate,
         "warmup_steps": sft.warmup_steps,
         "lr_scheduler": sft.lr_scheduler,
         "weight_decay": sft.weight_decay,
@@ -98,6 +98,7 @@ def run_sft(spec: dict, sft: SFTConfig, env: dict[str, str], log_path: Path) -> 
     if proc.returncode != 0 or not summary_path.is_file():
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
         raise TrainingFailed(
-            f"SFT exited with code {proc.returncode}; full log: {log_path}\n--- last lines ---\n{tail}"
+            f"SFT exited with code {proc.returncode}; full log: {log_path}\n"
+            f"--- last lines ---\n{tail}"
         )
     return json.loads(summary_path.read_text())

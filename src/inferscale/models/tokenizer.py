@@ -12,7 +12,12 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+SPECIAL_TOKENS = {
+    "pad_token": "<pad>",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+}
 SPLIT_PATTERN = r" ?\d+| ?[^\s\d]+|\n| "
 
 
@@ -21,7 +26,7 @@ def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
 
 
 def build_tokenizer(corpus: list[str], max_number: int) -> PreTrainedTokenizerFast:
-    """Vocabulary: the special tokens, every piece of the corpus, and all numbers below max_number."""
+    """Vocabulary: special tokens, every piece of the corpus, all numbers below max_number."""
     pieces: set[str] = set()
     split = _pre_tokenizer().pre_tokenize_str
     for text in corpus:

@@ -24,7 +24,7 @@ def weighted_vote(classes: Sequence[int | None], scores: Sequence[float]) -> int
     """The class whose candidates' scores sum highest; None when no candidate has an answer."""
     _check_scores(classes, scores)
     members: dict[int, list[float]] = {}
-    for answer_class, score in zip(classes, scores):
+    for answer_class, score in zip(classes, scores, strict=True):
         if answer_class is not None:
             members.setdefault(answer_class, []).append(score)
     # fsum is exact up to one final rounding, so a class's total does not depend on candidate order
@@ -36,7 +36,7 @@ def best_of_n(classes: Sequence[int | None], scores: Sequence[float]) -> int | N
     """The class of the highest-scored candidate that has an answer; None when none has one."""
     _check_scores(classes, scores)
     best_class, best_score = None, -math.inf
-    for answer_class, score in zip(classes, scores):
+    for answer_class, score in zip(classes, scores, strict=True):
         if answer_class is not None and (best_class is None or score > best_score):
             best_class, best_score = answer_class, score
     return best_class

@@ -23,7 +23,8 @@ def analyze_task(ctx: RunContext, evaluation_dirs: dict[str, str]) -> str:
     if ctx.reuse(artifact):
         return str(artifact.path)
     evaluations = {
-        name: json.loads((Path(d) / METRICS_FILE).read_text()) for name, d in evaluation_dirs.items()
+        name: json.loads((Path(d) / METRICS_FILE).read_text())
+        for name, d in evaluation_dirs.items()
     }
     table = points_table(evaluations)
     table.to_csv(artifact.path / TABLE_FILE, index=False)
@@ -36,8 +37,9 @@ def analyze_task(ctx: RunContext, evaluation_dirs: dict[str, str]) -> str:
         },
     }
     write_json(artifact.path / SUMMARY_FILE, summary)
-    run = start_run(ctx.tracking, "analyze", "analyze", {"policies": list(evaluations)},
-                    ctx.plan.root)
+    run = start_run(
+        ctx.tracking, "analyze", "analyze", {"policies": list(evaluations)}, ctx.plan.root
+    )
     log_table(run, "points", table)
     log_image(run, "error_vs_flops", plot)
     run.summary.update({"headline": summary["policies"]})

@@ -73,12 +73,21 @@ def evaluate_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data_di
         ctx.tracking,
         "evaluate",
         f"evaluate-{policy.name}",
-        {"policy": policy.model_dump(), "evaluation": cfg.model_dump(), "generation": gen.model_dump()},
+        {
+            "policy": policy.model_dump(),
+            "evaluation": cfg.model_dump(),
+            "generation": gen.model_dump(),
+        },
         ctx.plan.root,
     )
     for p in points:
-        run.log({"budget": p["budget"], f"{p['strategy']}/accuracy": p["accuracy"],
-                 f"{p['strategy']}/flops_paper": p["flops_paper"]})
+        run.log(
+            {
+                "budget": p["budget"],
+                f"{p['strategy']}/accuracy": p["accuracy"],
+                f"{p['strategy']}/flops_paper": p["flops_paper"],
+            }
+        )
     log_table(run, "points", pd.DataFrame(points))
     run.summary.update({f"{p['strategy']}@{p['budget']}": p["accuracy"] for p in points})
     finish_run(run)
