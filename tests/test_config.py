@@ -41,9 +41,10 @@ def test_default_config_validates_with_its_values():
     assert isinstance(config, ExperimentConfig)
     assert config.name == "default"
     assert [p.name for p in config.policies] == ["S", "L"]
-    assert config.data.arithmetic.modulus == 40
-    assert config.evaluation.budgets == [1, 2, 4, 8, 16]
-    assert config.evaluation.pool_size == 16
+    raw = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+    assert config.data.arithmetic.modulus == raw["data"]["arithmetic"]["modulus"]
+    assert config.evaluation.budgets == raw["evaluation"]["budgets"]
+    assert config.evaluation.pool_size == raw["evaluation"]["budgets"][-1]
     assert config.sft.deepspeed == str((CONFIGS / "deepspeed" / "zero2.json").resolve())
 
 

@@ -31,6 +31,7 @@ STAGE_CODE = {
         "search",
         "scaling/subsets",
         "grading",
+        "grading_worker",
         "compute",
         "results",
     ),

@@ -65,8 +65,11 @@ def evaluate_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data_di
         "seconds": timer.seconds,
     }
     if "greedy" in cfg.strategies:
+        ids = {p.id for p in problems}
         greedy = ResultStore(store_path(artifact.path, "greedy")).read()
-        metrics["greedy_accuracy_by_level"] = accuracy_by_level(greedy)
+        metrics["greedy_accuracy_by_level"] = accuracy_by_level(
+            [r for r in greedy if r["id"] in ids]
+        )
     write_json(artifact.path / METRICS_FILE, metrics)
 
     run = start_run(
