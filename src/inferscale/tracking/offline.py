@@ -52,7 +52,11 @@ def find_runs(wandb_dir: Path) -> list[Path]:
     return sorted(run_dirs, key=lambda run_dir: run_dir.name)
 
 
-def read_run(run_dir: Path) -> OfflineRun:
+def read_run(run_dir: Path, wait_s: float = 30.0) -> OfflineRun:
+    """The run's records; first waits up to `wait_s` for its exit record, because wandb-core
+    writes the log out after the logging process has finished (0: read what is there)."""
+    if wait_s > 0:
+        wait_until_written(_wandb_file(run_dir), wait_s)
     run_record = pb.RunRecord()
     config: dict[str, Any] = {}
     summary: dict[str, Any] = {}
