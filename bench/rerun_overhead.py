@@ -69,11 +69,11 @@ def main() -> None:
             max(second - startup, 0.0) / max(first - startup, 1e-9), 4
         ),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "logs": str(work),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    print(f"logs and runs: {work}")
 
 
 if __name__ == "__main__":

@@ -90,9 +90,7 @@ def make_split(
     seen = set(exclude)
     while len(problems) < size:
         level = levels[len(problems) % len(levels)]
-        p = make_problem(
-            rng, level, modulus, answer_phrase, f"{split}-{len(problems)}", swap_rate
-        )
+        p = make_problem(rng, level, modulus, answer_phrase, f"{split}-{len(problems)}", swap_rate)
         if p.question in seen:
             continue
         if distinct:
