@@ -89,33 +89,17 @@ def grade_samples(problem: Problem, completion: Completion, fmt: StepFormat) -> 
     }
 
 
-def run_greedy(problems, store, backend, fmt: StepFormat, settings: SamplingSettings) -> int:
-    def request_for(p: Problem) -> Request:
-        return Request(
-            prompt=fmt.prompt(p.question),
-            n=1,
-            temperature=0.0,
-            max_new_tokens=settings.max_new_tokens,
-        )
+def run_samples(
+    problems, store, backend, fmt: StepFormat, settings: SamplingSettings, n: int, greedy: bool
+) -> int:
+    """n samples per question (greedy: the one argmax decode), graded and stored."""
 
-    return generate_pending(
-        problems,
-        store,
-        backend,
-        request_for,
-        lambda p, c: grade_samples(p, c, fmt),
-        1,
-        settings.batch_size,
-    )
-
-
-def run_pool(problems, store, backend, fmt: StepFormat, settings: SamplingSettings, n: int) -> int:
     def request_for(p: Problem) -> Request:
         return Request(
             prompt=fmt.prompt(p.question),
             n=n,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
+            temperature=0.0 if greedy else settings.temperature,
+            top_p=1.0 if greedy else settings.top_p,
             max_new_tokens=settings.max_new_tokens,
             seed=sample_seed(settings.seed, p.id),
         )
@@ -226,32 +210,29 @@ def evaluate_policy(
     The backend is opened only if something is left to generate.
     """
     voting = [s for s in strategies if s != "greedy"]
-    jobs = []
-    if "greedy" in strategies:
-        jobs.append(("greedy", ResultStore(store_path(out_dir, "greedy")), run_greedy, {}))
+    # (store name, samples per question, greedy?)
+    jobs = [("greedy", 1, True)] if "greedy" in strategies else []
     if voting:
-        pool_name = f"samples-n{budgets[-1]}"
-        jobs.append(
-            (pool_name, ResultStore(store_path(out_dir, pool_name)), run_pool, {"n": budgets[-1]})
-        )
+        jobs.append((f"samples-n{budgets[-1]}", budgets[-1], False))
+    ids = {p.id for p in problems}
     backend = None
     try:
-        for name, store, run, extra in jobs:
-            done = len(store.done_ids() & {p.id for p in problems})
+        for name, n, greedy in jobs:
+            store = ResultStore(store_path(out_dir, name))
+            done = len(store.done_ids() & ids)
             if done == len(problems):
                 continue
             log(f"{name}: {len(problems) - done} questions to generate ({done} already written)")
             backend = backend or open_backend()
-            run(problems, store, backend, fmt, settings, **extra)
+            run_samples(problems, store, backend, fmt, settings, n, greedy)
     finally:
         if backend is not None:
             backend.close()
 
-    ids = {p.id for p in problems}
     points = []
-    for name, store, _, _ in jobs:
-        records = [r for r in store.read() if r["id"] in ids]
-        if name == "greedy":
+    for name, _, greedy in jobs:
+        records = [r for r in ResultStore(store_path(out_dir, name)).read() if r["id"] in ids]
+        if greedy:
             points.append(greedy_point(records, cost, paper_params))
         else:
             for strategy in voting:

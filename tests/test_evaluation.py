@@ -1,0 +1,128 @@
+"""evaluate_policy with a scripted backend: what is stored, what is resumed, what is scored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inferscale.compute import ModelCost
+from inferscale.data.records import Problem
+from inferscale.data.steps import StepFormat
+from inferscale.evaluation import SamplingSettings, evaluate_policy, store_path
+from inferscale.generation.base import Completion, Request, Sample
+from inferscale.results import ResultStore
+
+FMT = StepFormat()
+PROBLEMS = [Problem(id=f"q{i}", question=f"{i} + 1", answer=str(i + 1), level=1) for i in range(6)]
+GOLD = {FMT.prompt(p.question): p.answer for p in PROBLEMS}
+COST = ModelCost(non_embedding=1000, total=1200, n_layer=2, d_model=16)
+SETTINGS = SamplingSettings(max_new_tokens=20, temperature=0.8, top_p=1.0, batch_size=8, seed=3)
+
+
+class ScriptedBackend:
+    """Greedy answers right on even questions; sample i of a request is right unless
+    (seed + i) % 3 == 0, in which case it answers 0. Each answer costs 5 tokens."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        self.requests += requests
+        out = []
+        for r in requests:
+            gold = GOLD[r.prompt]
+            samples = []
+            for i in range(r.n):
+                if r.temperature == 0:
+                    right = int(gold) % 2 == 1  # question index even
+                else:
+                    right = (r.seed + i) % 3 != 0
+                text = FMT.solution([FMT.answer_text(gold if right else "0")])
+                samples.append(Sample(text=text, num_tokens=5, finish_reason="eos"))
+            out.append(Completion(prompt_tokens=4, samples=samples))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def run(tmp_path, backend, problems=PROBLEMS):
+    return evaluate_policy(
+        problems,
+        tmp_path,
+        FMT,
+        SETTINGS,
+        ["greedy", "majority_vote"],
+        [1, 2, 4],
+        COST,
+        "total",
+        open_backend=lambda: backend,
+        log=lambda _: None,
+    )
+
+
+def test_stores_every_question_and_scores_every_budget(tmp_path):
+    backend = ScriptedBackend()
+    points = run(tmp_path, backend)
+    greedy = ResultStore(store_path(tmp_path, "greedy")).read()
+    pool = ResultStore(store_path(tmp_path, "samples-n4")).read()
+    assert [r["id"] for r in greedy] == [p.id for p in PROBLEMS]
+    assert all(len(r["samples"]) == 4 for r in pool)
+    by_key = {(p["strategy"], p["budget"]): p for p in points}
+    assert set(by_key) == {
+        ("greedy", 1),
+        ("majority_vote", 1),
+        ("majority_vote", 2),
+        ("majority_vote", 4),
+    }
+    assert by_key["greedy", 1]["accuracy"] == pytest.approx(0.5)
+    # At n = N the vote sees the whole pool: right unless the wrong answer has the majority.
+    expected = []
+    for r in pool:
+        right = sum(1 for c in r["classes"] if c in r["correct_classes"])
+        expected.append(1.0 if right > 2 else 0.0 if right < 2 else None)
+    assert None not in expected  # the script leaves no tie at n = 4
+    assert by_key["majority_vote", 4]["accuracy"] == pytest.approx(sum(expected) / 6)
+    # Paper FLOPs: n samples x 5 tokens x 2 x total parameters.
+    for n in (1, 2, 4):
+        assert by_key["majority_vote", n]["flops_paper"] == pytest.approx(n * 5 * 2 * 1200)
+    assert by_key["majority_vote", 4]["coverage"] == pytest.approx(
+        sum(1.0 for r in pool if r["correct_classes"]) / 6
+    )
+
+
+def test_resumes_only_the_missing_questions(tmp_path):
+    first = ScriptedBackend()
+    run(tmp_path, first, PROBLEMS[:4])
+    written = (tmp_path / "samples-n4.jsonl").read_text()
+    second = ScriptedBackend()
+    points = run(tmp_path, second)
+    assert sorted(r.prompt for r in second.requests) == sorted(
+        FMT.prompt(p.question) for p in PROBLEMS[4:] for _ in ("greedy", "pool")
+    )
+    assert (tmp_path / "samples-n4.jsonl").read_text().startswith(written)
+    assert {p["budget"] for p in points if p["strategy"] == "majority_vote"} == {1, 2, 4}
+
+
+def test_a_finished_evaluation_does_not_open_the_backend(tmp_path):
+    run(tmp_path, ScriptedBackend())
+
+    def refuse():
+        raise AssertionError("nothing is left to generate")
+
+    again = evaluate_policy(
+        PROBLEMS,
+        tmp_path,
+        FMT,
+        SETTINGS,
+        ["greedy", "majority_vote"],
+        [1, 2, 4],
+        COST,
+        "total",
+        open_backend=refuse,
+        log=lambda _: None,
+    )
+    assert json.dumps(again) == json.dumps(run(tmp_path, ScriptedBackend()))
