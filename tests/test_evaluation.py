@@ -36,10 +36,8 @@ class ScriptedBackend:
             gold = GOLD[r.prompt]
             samples = []
             for i in range(r.n):
-                if r.temperature == 0:
-                    right = int(gold) % 2 == 1  # question index even
-                else:
-                    right = (r.seed + i) % 3 != 0
+                greedy_right = int(gold) % 2 == 1  # the question's index is even
+                right = greedy_right if r.temperature == 0 else (r.seed + i) % 3 != 0
                 text = FMT.solution([FMT.answer_text(gold if right else "0")])
                 samples.append(Sample(text=text, num_tokens=5, finish_reason="eos"))
             out.append(Completion(prompt_tokens=4, samples=samples))
