@@ -132,6 +132,13 @@ def train(spec: dict) -> None:
             "loss_history": history,
         }
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        if "wandb" in spec["report_to"]:
+            import wandb
+
+            # The Trainer's callback leaves its run open; finished only at interpreter exit,
+            # the run's log can be completed a minute after this process has gone.
+            if wandb.run is not None:
+                wandb.finish()
 
 
 def main() -> None:
