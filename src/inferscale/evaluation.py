@@ -53,7 +53,6 @@ def generate_pending(
     record_for: Callable[[Problem, Completion], dict],
     sequences_per_question: int,
     batch_size: int,
-    on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Generate and store records for the problems not yet in the store; returns how many."""
     done = store.done_ids()
@@ -62,8 +61,6 @@ def generate_pending(
     for chunk in _chunks(pending, per_chunk):
         completions = backend.generate([request_for(p) for p in chunk])
         store.append([record_for(p, c) for p, c in zip(chunk, completions, strict=True)])
-        if on_progress:
-            on_progress(len(chunk), len(pending))
     return len(pending)
 
 

@@ -1,8 +1,8 @@
-"""Policy models: tiny Llama-architecture models built from a size spec, or hub models by id."""
+"""Policy models: tiny Llama-architecture models built from a size spec."""
 
 from __future__ import annotations
 
-from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 # vLLM's attention kernels accept these head sizes among the small ones; 16 is refused.
 SUPPORTED_HEAD_DIMS = (32, 64, 128)
@@ -42,8 +42,3 @@ def new_tiny_llama(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
 
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
-
-
-def hub_config(model_id: str):
-    """A hub model's config (from the local cache or a local directory), without its weights."""
-    return AutoConfig.from_pretrained(model_id)
