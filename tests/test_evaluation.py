@@ -47,7 +47,7 @@ class ScriptedBackend:
         pass
 
 
-def run(tmp_path, backend, problems=PROBLEMS):
+def run(tmp_path, backend, problems=PROBLEMS, open_backend=None):
     return evaluate_policy(
         problems,
         tmp_path,
@@ -57,7 +57,7 @@ def run(tmp_path, backend, problems=PROBLEMS):
         [1, 2, 4],
         COST,
         "total",
-        open_backend=lambda: backend,
+        open_backend=open_backend or (lambda: backend),
         log=lambda _: None,
     )
 
@@ -111,16 +111,5 @@ def test_a_finished_evaluation_does_not_open_the_backend(tmp_path):
     def refuse():
         raise AssertionError("nothing is left to generate")
 
-    again = evaluate_policy(
-        PROBLEMS,
-        tmp_path,
-        FMT,
-        SETTINGS,
-        ["greedy", "majority_vote"],
-        [1, 2, 4],
-        COST,
-        "total",
-        open_backend=refuse,
-        log=lambda _: None,
-    )
+    again = run(tmp_path, None, open_backend=refuse)
     assert json.dumps(again) == json.dumps(run(tmp_path, ScriptedBackend()))
