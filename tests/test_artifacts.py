@@ -187,7 +187,8 @@ def test_artifact_is_complete_only_after_mark_complete(tmp_path):
     assert not art.complete
     art.mark_complete({"seconds": 1.5})
     assert art.complete
-    assert art.meta() == {"stage": "sft", "key": art.key, "seconds": 1.5}
+    marker = json.loads((art.path / COMPLETE_MARKER).read_text())
+    assert marker == {"stage": "sft", "key": art.key, "seconds": 1.5}
     assert sorted(f.name for f in art.path.iterdir()) == [COMPLETE_MARKER, "model.bin"]
 
 

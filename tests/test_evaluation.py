@@ -64,7 +64,8 @@ def run(tmp_path, backend, problems=PROBLEMS, open_backend=None):
 
 def test_stores_every_question_and_scores_every_budget(tmp_path):
     backend = ScriptedBackend()
-    points = run(tmp_path, backend)
+    scores = run(tmp_path, backend)
+    points = scores["points"]
     greedy = ResultStore(store_path(tmp_path, "greedy")).read()
     pool = ResultStore(store_path(tmp_path, "samples-n4")).read()
     assert [r["id"] for r in greedy] == [p.id for p in PROBLEMS]
@@ -77,6 +78,7 @@ def test_stores_every_question_and_scores_every_budget(tmp_path):
         ("majority_vote", 4),
     }
     assert by_key["greedy", 1]["accuracy"] == pytest.approx(0.5)
+    assert scores["greedy_accuracy_by_level"] == {"1": pytest.approx(0.5)}
     # At n = N the vote sees the whole pool: right unless the wrong answer has the majority.
     expected = []
     for r in pool:
@@ -97,7 +99,7 @@ def test_resumes_only_the_missing_questions(tmp_path):
     run(tmp_path, first, PROBLEMS[:4])
     written = (tmp_path / "samples-n4.jsonl").read_text()
     second = ScriptedBackend()
-    points = run(tmp_path, second)
+    points = run(tmp_path, second)["points"]
     assert sorted(r.prompt for r in second.requests) == sorted(
         FMT.prompt(p.question) for p in PROBLEMS[4:] for _ in ("greedy", "pool")
     )

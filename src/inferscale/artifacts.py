@@ -52,9 +52,6 @@ class StageArtifact:
         tmp.write_text(json.dumps({"stage": self.stage, "key": self.key, **meta}, indent=2))
         tmp.replace(self.path / COMPLETE_MARKER)
 
-    def meta(self) -> dict:
-        return json.loads((self.path / COMPLETE_MARKER).read_text())
-
     def clear(self) -> None:
         if self.path.exists():
             shutil.rmtree(self.path)

@@ -201,8 +201,9 @@ def evaluate_policy(
     paper_params: str,
     open_backend: Callable[[], Backend],
     log: Callable[[str], None] = print,
-) -> list[dict]:
-    """Generate what is missing from out_dir's stores, then score every strategy and budget.
+) -> dict:
+    """Generate what is missing from out_dir's stores, then score every strategy and budget:
+    {"points": one row per (strategy, budget), "greedy_accuracy_by_level": ...}.
 
     The backend is opened only if something is left to generate.
     """
@@ -226,12 +227,15 @@ def evaluate_policy(
         if backend is not None:
             backend.close()
 
-    points = []
+    result: dict = {"points": []}
     for name, _, greedy in jobs:
         records = [r for r in ResultStore(store_path(out_dir, name)).read() if r["id"] in ids]
         if greedy:
-            points.append(greedy_point(records, cost, paper_params))
+            result["points"].append(greedy_point(records, cost, paper_params))
+            result["greedy_accuracy_by_level"] = accuracy_by_level(records)
         else:
             for strategy in voting:
-                points += vote_points(records, strategy, budgets, cost, paper_params, settings.seed)
-    return points
+                result["points"] += vote_points(
+                    records, strategy, budgets, cost, paper_params, settings.seed
+                )
+    return result

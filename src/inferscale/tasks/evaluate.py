@@ -15,12 +15,9 @@ from inferscale.data.prepare import TEST_FILE, step_format
 from inferscale.data.records import read_problems
 from inferscale.evaluation import (
     SamplingSettings,
-    accuracy_by_level,
     evaluate_policy,
-    store_path,
 )
 from inferscale.generation.backends import load_backend
-from inferscale.results import ResultStore
 from inferscale.tasks.context import RunContext
 from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
 
@@ -44,7 +41,7 @@ def evaluate_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data_di
         seed=cfg.seed,
     )
     with Timer() as timer:
-        points = evaluate_policy(
+        scores = evaluate_policy(
             problems,
             artifact.path,
             step_format(ctx.config.data),
@@ -56,20 +53,16 @@ def evaluate_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data_di
             open_backend=lambda: load_backend(gen, model_dir),
             log=lambda msg: logger.info("%s %s", policy.name, msg),
         )
+    parameters = count_parameters(model_config)
     metrics = {
         "policy": policy.name,
-        "params": count_parameters(model_config)["total"],
-        "parameters": count_parameters(model_config),
+        "params": parameters["total"],
+        "parameters": parameters,
         "questions": len(problems),
-        "points": points,
         "seconds": timer.seconds,
+        **scores,
     }
-    if "greedy" in cfg.strategies:
-        ids = {p.id for p in problems}
-        greedy = ResultStore(store_path(artifact.path, "greedy")).read()
-        metrics["greedy_accuracy_by_level"] = accuracy_by_level(
-            [r for r in greedy if r["id"] in ids]
-        )
+    points = scores["points"]
     write_json(artifact.path / METRICS_FILE, metrics)
 
     run = start_run(
