@@ -53,7 +53,8 @@ def test_killed_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
     try:
         wait_for_lines(pool_file, 6, proc, timeout_s=300)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     written = pool_file.read_text().splitlines()
     written_ids = {json.loads(line)["id"] for line in written if line.endswith("}")}

@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     # The temporary Prefect server's telemetry service only tries to reach the network and
     # races the server's own start-up writes to its database.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server's 20 s default is too short on a loaded 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
     return args.func(args)
 
