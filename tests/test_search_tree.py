@@ -6,6 +6,7 @@ from scripted_search import (
     ScriptedBackend,
     ScriptedScorer,
     endings,
+    paths,
     problems,
     prompt_tokens,
     scores,
@@ -14,6 +15,10 @@ from scripted_search import (
 )
 
 from inferscale.generation.base import Request
+from inferscale.search.beam import beam_search
+from inferscale.search.mcts import mcts
+from inferscale.search.rebase import rebase
+from inferscale.search.registry import TREE_STRATEGIES
 from inferscale.search.tree import (
     Node,
     SearchResult,
@@ -163,6 +168,35 @@ def test_score_nodes_makes_one_call_and_keeps_the_last_step_score():
     assert a.scored_nodes == [1, 2, 3]
     assert b.scored_nodes == [1]
     assert a.step_scores(3) == [0.25, 0.5]
+
+
+def test_every_strategy_is_registered_under_its_name():
+    assert dict(TREE_STRATEGIES) == {"rebase": rebase, "mcts": mcts, "beam_search": beam_search}
+
+
+@pytest.mark.parametrize("strategy", sorted(TREE_STRATEGIES))
+def test_every_strategy_needs_a_scorer_and_a_budget(strategy):
+    search = TREE_STRATEGIES[strategy]
+    with pytest.raises(ValueError, match="needs a PRM scorer"):
+        search(problems("a"), ScriptedBackend(), None, 4, settings())
+    with pytest.raises(ValueError, match="budget of at least 1"):
+        search(problems("a"), ScriptedBackend(), ScriptedScorer(), 0, settings())
+
+
+@pytest.mark.parametrize("strategy", sorted(TREE_STRATEGIES))
+def test_every_strategy_scores_each_new_node_once_and_seeds_each_request_apart(strategy):
+    backend = ScriptedBackend(endings({("a", "0.1"): "answer", ("b", "2"): "eos"}))
+    scorer = ScriptedScorer(scores({"0": 0.9, "1": 0.2, "0.0": 0.4}))
+    results = TREE_STRATEGIES[strategy](
+        problems("a", "b"), backend, scorer, 4, settings(max_depth=3, beam_width=2)
+    )
+    seeds = [r.seed for call in backend.calls for r in call]
+    assert len(set(seeds)) == len(seeds)
+    for result in results:
+        assert sorted(result.scored_nodes) == list(range(1, len(result.nodes)))
+        assert all(result.nodes[i].finished for i in result.solutions)
+        assert len(paths(result, result.solutions)) == len(set(result.solutions))
+    assert len(scorer.calls) == len(backend.calls)
 
 
 def test_settings_refuse_bad_values():
