@@ -23,7 +23,7 @@ from inferscale.models.prm import (
 )
 from inferscale.models.prm_metrics import (
     aggregate_scores,
-    best_of_n,
+    best_of_n_selection,
     evaluate_step_scores,
     roc_auc,
 )
@@ -168,13 +168,16 @@ def test_aggregations():
         aggregate_scores(steps, "max")
 
 
-def test_best_of_n_picks_the_top_score_first_on_ties():
+def test_best_of_n_picks_the_top_score_first_on_ties_and_never_no_answer():
     ids = ["a", "a", "a", "b", "b", "c"]  # c has one solution: not a selection
     correct = [False, True, False, True, False, True]
-    result = best_of_n(ids, correct, [0.2, 0.9, 0.9, 0.4, 0.4, 0.0])
+    result = best_of_n_selection(ids, correct, [0.2, 0.9, 0.9, 0.4, 0.4, 0.0])
     assert result == {"questions": 2, "accuracy": 1.0, "random": (1 / 3 + 1 / 2) / 2, "oracle": 1.0}
-    assert best_of_n(ids, correct, [0.2, 0.1, 0.9, 0.1, 0.4, 0.0])["accuracy"] == 0.0
-    assert best_of_n(["a"], [True], [1.0]) == {"questions": 0}
+    assert best_of_n_selection(ids, correct, [0.2, 0.1, 0.9, 0.1, 0.4, 0.0])["accuracy"] == 0.0
+    answered = [True, False, True, True, False, True]
+    no_answer_first = best_of_n_selection(ids, correct, [0.2, 0.9, 0.1, 0.3, 0.9, 0.0], answered)
+    assert no_answer_first["accuracy"] == 0.5  # a: the 0.2 wrong one; b: the 0.3 right one
+    assert best_of_n_selection(["a"], [True], [1.0]) == {"questions": 0}
 
 
 def test_evaluate_step_scores_reads_last_and_min():

@@ -13,6 +13,8 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from inferscale.search.voting import best_of_n
+
 AGGREGATIONS = ("last", "min", "prod", "mean")
 
 
@@ -54,16 +56,20 @@ def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def best_of_n(
+def best_of_n_selection(
     question_ids: Sequence[str],
     correct: Sequence[bool],
     solution_scores: Sequence[float],
+    answered: Sequence[bool] | None = None,
 ) -> dict[str, float | int]:
-    """Accuracy of picking each question's highest-scored solution (first one on ties).
-
-    Only questions with at least two solutions count. `random` is the mean correctness of a
-    uniformly random pick, `oracle` the share of questions with any correct solution.
-    """
+    """Accuracy of picking each question's highest-scored solution, by the project's best-of-n
+    rule (`search.voting.best_of_n`): a solution without an answer is never picked, ties go to
+    the first. Only questions with at least two solutions count. `random` is the mean
+    correctness of a uniformly random pick, `oracle` the share of questions with any correct
+    solution."""
+    answered = [True] * len(correct) if answered is None else answered
+    if not len(question_ids) == len(correct) == len(solution_scores) == len(answered):
+        raise ValueError("question_ids, correct, solution_scores and answered differ in length")
     groups: dict[str, list[int]] = {}
     for i, qid in enumerate(question_ids):
         groups.setdefault(qid, []).append(i)
@@ -72,8 +78,11 @@ def best_of_n(
         return {"questions": 0}
     picked, random_pick, oracle = [], [], []
     for idx in groups.values():
-        best = max(idx, key=lambda i: (solution_scores[i], -i))
-        picked.append(float(correct[best]))
+        # Each solution is its own class, so the vote returns the chosen solution's index.
+        best = best_of_n(
+            [i if answered[i] else None for i in idx], [solution_scores[i] for i in idx]
+        )
+        picked.append(float(best is not None and correct[best]))
         random_pick.append(statistics.fmean(float(correct[i]) for i in idx))
         oracle.append(float(any(correct[i] for i in idx)))
     return {
@@ -89,6 +98,7 @@ def evaluate_step_scores(
     hard_labels: Sequence[Sequence[bool]],
     final_correct: Sequence[bool],
     step_scores: Sequence[Sequence[float]],
+    answered: Sequence[bool] | None = None,
 ) -> dict[str, float | int | None]:
     """Step AUC and best-of-n (`last` and `min` aggregation) of one PRM's scores."""
     flat_labels = [y for labels in hard_labels for y in labels]
@@ -101,7 +111,7 @@ def evaluate_step_scores(
     }
     for how in ("last", "min"):
         aggregated = [aggregate_scores(s, how) for s in step_scores]
-        selection = best_of_n(question_ids, final_correct, aggregated)
+        selection = best_of_n_selection(question_ids, final_correct, aggregated, answered)
         metrics[f"bon_{how}_accuracy"] = selection.get("accuracy")
     # The pick's baselines do not depend on the scores.
     metrics["bon_random_accuracy"] = selection.get("random")
