@@ -9,11 +9,12 @@ the project's word-level tokenizer ` ки` is one token; with a sentencepiece to
 be split or merged with its space, and its last token is still the one read. A tag token that
 happens to occur inside a question is never mistaken for a step's tag.
 
-Training uses the same reading: cross-entropy between the two-way softmax at each tag and the
-step's label as a target distribution (soft label y: target (y, 1 - y); hard labels are the
-0/1 case). This is Math-Shepherd's "soft estimation" option. Only the two candidate logits get
-gradients from the loss, unlike an LM loss on the `+`/`-` token over the whole vocabulary,
-so the scores read at inference are exactly what was trained.
+Training uses the same reading. The loss is the cross-entropy between the two-way softmax at
+each tag and the step's label as a target distribution: soft label y gives target (y, 1 - y)
+(Math-Shepherd's "soft estimation"); hard labels are the 0/1 case ("hard estimation", which the
+released Math-Shepherd PRM used). Chosen over an LM loss on the `+`/`-` token over the whole
+vocabulary because it trains exactly the quantity read at inference, takes soft targets, and
+leaves the rest of the vocabulary's logits alone.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from inferscale.data.steps import StepFormat
 if TYPE_CHECKING:
     from inferscale.data.step_labels import StepLabelled
 
-# Math-Shepherd's candidate strings. Sentencepiece tokenizers encode "+" as one token with its
-# word-start mark (`▁+`), the id the official PRM reads. The project's word-level tokenizer
-# keeps the leading space inside its operator tokens: there the candidates are " +" and " -".
+# Math-Shepherd's candidate strings. The official PRM takes its ids from `encode("+ -")[1:]`,
+# word-start pieces (`▁+`, `▁-`) with Llama-family tokenizers, which is what "+" alone encodes
+# to where the tokenizer adds a prefix space (no hub tokenizer could be checked offline). The
+# project's word-level tokenizer keeps the space inside its operator tokens: " +" and " -".
 GOOD_TOKEN = "+"
 BAD_TOKEN = "-"
 NOT_A_TAG = -1.0  # step target at positions that are not tags
@@ -144,7 +146,7 @@ def step_loss(
     """Mean cross-entropy over tag positions between the two-way softmax and the soft label.
 
     `step_targets` has the label in [0, 1] at tag positions and NOT_A_TAG elsewhere. Every tag
-    counts once, so long solutions weigh more than short ones, as in Math-Shepherd's training.
+    counts once, so long solutions weigh more than short ones (as a token-level LM loss would).
     """
     at_tag = step_targets >= 0
     if not at_tag.any():  # every tag cut off by max_length: no signal, but keep the graph

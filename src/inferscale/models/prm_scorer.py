@@ -3,9 +3,10 @@
 A step's score depends only on the text up to its tag (the model is causal), so scoring a whole
 solution also gives the score of every partial solution: the score of steps 1..k is the k-th
 number. Sequences are right-padded, so a score does not depend on which other sequences share
-its batch or how long they are: with eager attention (the default) the numbers are bitwise the
-same whatever the batching; PyTorch's fused SDPA kernels, faster on GPUs, change them in the
-last bit of float32 with the padded length.
+its batch or how long they are. On CPU with eager attention (the default) the numbers are
+bitwise the same whatever the batching (tested); PyTorch's fused SDPA kernels changed them in
+the last float32 bit with the padded length. GPU kernels, which pick their algorithm by shape,
+were not measured: `attn_implementation="sdpa"` is the faster choice there.
 """
 
 from __future__ import annotations
