@@ -1,4 +1,4 @@
-"""Start a training entry point under the real `deepspeed` launcher, one process per
+"""Start a training entry point (SFT, PRM) under the real `deepspeed` launcher, one process per
 rank, and check its result."""
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Protocol
 
 from inferscale.config import PolicyConfig, SFTConfig
+from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
 
 SFT_MODULE = "inferscale.models.sft"
+PRM_MODULE = "inferscale.models.prm_train"
 
 
 class TrainingFailed(RuntimeError):
@@ -140,4 +142,13 @@ def run_sft(spec: dict, sft: SFTConfig, env: dict[str, str], log_path: Path) -> 
     """Run SFT (`inferscale.models.sft`); return its train_summary.json."""
     return run_training(
         SFT_MODULE, spec, sft, env, log_path, "train_summary.json", "sft_spec.json", "SFT"
+    )
+
+
+def run_prm_training(
+    spec: dict, launch: LaunchSettings, env: dict[str, str], log_path: Path
+) -> dict:
+    """Run PRM training (`inferscale.models.prm_train`); return its prm_summary.json."""
+    return run_training(
+        PRM_MODULE, spec, launch, env, log_path, PRM_SUMMARY_FILE, "prm_spec.json", "PRM training"
     )
