@@ -1,4 +1,5 @@
-"""Start SFT under the real `deepspeed` launcher, one process per rank, and check its result."""
+"""Start a training entry point (SFT, PRM) under the real `deepspeed` launcher, one process per
+rank, and check its result."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Protocol
 
 from inferscale.config import PolicyConfig, SFTConfig
+from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
+
+SFT_MODULE = "inferscale.models.sft"
+PRM_MODULE = "inferscale.models.prm_train"
 
 
 class TrainingFailed(RuntimeError):
@@ -68,37 +74,81 @@ def sft_spec(
     }
 
 
-def launcher_command(sft: SFTConfig, spec_path: Path) -> list[str]:
+class LaunchSettings(Protocol):
+    """How many processes (and nodes) a training run uses; SFTConfig is one."""
+
+    @property
+    def num_processes(self) -> int: ...
+    @property
+    def num_nodes(self) -> int: ...
+    @property
+    def hostfile(self) -> str | None: ...
+    @property
+    def use_cpu(self) -> bool: ...
+    @property
+    def threads_per_process(self) -> int: ...
+
+
+def launcher_command(launch: LaunchSettings, module: str, spec_path: Path) -> list[str]:
     launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or shutil.which(
         "deepspeed"
     )
     if launcher is None:
         raise TrainingFailed("the `deepspeed` launcher is not on PATH; install the package deps")
-    cmd = [launcher, "--num_gpus", str(sft.num_processes), "--master_port", str(free_port())]
-    if sft.num_nodes > 1:
-        cmd += ["--num_nodes", str(sft.num_nodes), "--hostfile", str(sft.hostfile)]
-    return cmd + ["--module", "inferscale.models.sft", "--spec", str(spec_path)]
+    cmd = [launcher, "--num_gpus", str(launch.num_processes), "--master_port", str(free_port())]
+    if launch.num_nodes > 1:
+        cmd += ["--num_nodes", str(launch.num_nodes), "--hostfile", str(launch.hostfile)]
+    return cmd + ["--module", module, "--spec", str(spec_path)]
 
 
-def run_sft(spec: dict, sft: SFTConfig, env: dict[str, str], log_path: Path) -> dict:
-    """Run the launcher; return the summary rank 0 wrote, or raise with the log's tail."""
+def run_training(
+    module: str,
+    spec: dict,
+    launch: LaunchSettings,
+    env: dict[str, str],
+    log_path: Path,
+    summary_name: str,
+    spec_name: str,
+    what: str,
+) -> dict:
+    """Write the spec into its output_dir, run `module` under the launcher, and return the
+    summary (`summary_name`) that rank 0 writes last; raise with the log's tail otherwise."""
     output_dir = Path(spec["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
-    spec_path = output_dir / "sft_spec.json"
+    spec_path = output_dir / spec_name
     spec_path.write_text(json.dumps(spec, indent=2))
     full_env = {**os.environ, **env}
-    if sft.use_cpu:
+    if launch.use_cpu:
         full_env["DS_ACCELERATOR"] = "cpu"
-    full_env.setdefault("OMP_NUM_THREADS", str(sft.threads_per_process))
+    full_env.setdefault("OMP_NUM_THREADS", str(launch.threads_per_process))
     with log_path.open("w") as log:
         proc = subprocess.run(
-            launcher_command(sft, spec_path), env=full_env, stdout=log, stderr=subprocess.STDOUT
+            launcher_command(launch, module, spec_path),
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-    summary_path = output_dir / "train_summary.json"
+    summary_path = output_dir / summary_name
     if proc.returncode != 0 or not summary_path.is_file():
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
         raise TrainingFailed(
-            f"SFT exited with code {proc.returncode}; full log: {log_path}\n"
+            f"{what} exited with code {proc.returncode}; full log: {log_path}\n"
             f"--- last lines ---\n{tail}"
         )
     return json.loads(summary_path.read_text())
+
+
+def run_sft(spec: dict, sft: SFTConfig, env: dict[str, str], log_path: Path) -> dict:
+    """Run SFT (`inferscale.models.sft`); return its train_summary.json."""
+    return run_training(
+        SFT_MODULE, spec, sft, env, log_path, "train_summary.json", "sft_spec.json", "SFT"
+    )
+
+
+def run_prm_training(
+    spec: dict, launch: LaunchSettings, env: dict[str, str], log_path: Path
+) -> dict:
+    """Run PRM training (`inferscale.models.prm_train`); return its prm_summary.json."""
+    return run_training(
+        PRM_MODULE, spec, launch, env, log_path, PRM_SUMMARY_FILE, "prm_spec.json", "PRM training"
+    )

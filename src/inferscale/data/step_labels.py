@@ -1,0 +1,239 @@
+"""Step labels for PRM training, made Math-Shepherd's way: by completing each step prefix.
+
+For a sampled solution with steps s_1..s_K, step k < K is labelled by `rollouts_per_step`
+completions of the prompt followed by s_1..s_k: its soft label is the share of completions that
+reach a correct answer, its hard label whether any does (Math-Shepherd's "hard estimation"). The
+last step states the solution's own answer, so its label is that answer's correctness, with no
+rollouts. Upstream Math-Shepherd rows carry hard labels only; `from_math_shepherd` maps them to
+the same records so both scales train on one format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inferscale.data.records import Problem
+from inferscale.data.steps import StepFormat
+from inferscale.evaluation import sample_seed
+from inferscale.generation.base import Backend, Completion, Request
+from inferscale.grading import extract_answer, is_equivalent
+
+if TYPE_CHECKING:  # the adapters import `datasets`, which the PRM's processes do not need
+    from inferscale.data.adapters import LabelledSolution
+
+Equivalence = Callable[[str | None, str], bool]
+
+
+@dataclass(frozen=True)
+class StepLabelled:
+    """One solution with a label per step (soft in [0, 1], hard = any rollout correct)."""
+
+    question_id: str
+    question: str
+    steps: list[str]  # step texts, no `Step k:` prefix, no tag
+    soft_labels: list[float]
+    hard_labels: list[bool]
+    final_correct: bool
+    answer: str | None = None  # the solution's own final answer
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """Steps 1..k of solution `solution` of problem `problem`, to be completed by rollouts."""
+
+    problem: int
+    solution: int
+    k: int
+
+
+def label_solutions(
+    problems: Sequence[Problem],
+    backend: Backend,
+    fmt: StepFormat,
+    samples_per_question: int,
+    rollouts_per_step: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    equivalent: Equivalence = is_equivalent,
+    batch_size: int | None = None,
+) -> list[StepLabelled]:
+    """Sample solutions from the policy and label each step by rollouts from its prefix.
+
+    The backend is called twice over (solutions, then every rollout of every prefix of every
+    solution), each time with all requests at once, or in chunks of at most `batch_size`
+    sequences when given. Every sampled sequence gets its own seed: the question's seed (from
+    `seed` and the question id, so a question is labelled the same whatever its neighbours)
+    plus a running offset. Solutions without any step are dropped.
+    """
+    if samples_per_question < 1 or rollouts_per_step < 1:
+        raise ValueError("samples_per_question and rollouts_per_step must be at least 1")
+    base_seeds = [sample_seed(seed, p.id) for p in problems]
+
+    def request(prompt: str, n: int, seed: int) -> Request:
+        return Request(
+            prompt=prompt,
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
+
+    solution_requests = [
+        request(fmt.prompt(p.question), samples_per_question, base)
+        for p, base in zip(problems, base_seeds, strict=True)
+    ]
+    completions = _generate(backend, solution_requests, batch_size)
+    solutions = [[_solution_steps(sample.text, fmt) for sample in c.samples] for c in completions]
+
+    prefixes: list[_Prefix] = []
+    rollout_requests: list[Request] = []
+    for i, (p, base) in enumerate(zip(problems, base_seeds, strict=True)):
+        next_seed = base + samples_per_question
+        for j, steps in enumerate(solutions[i]):
+            for k in range(1, len(steps)):
+                prefixes.append(_Prefix(i, j, k))
+                prompt = fmt.prompt(p.question) + fmt.solution(steps[:k])
+                rollout_requests.append(request(prompt, rollouts_per_step, next_seed))
+                next_seed += rollouts_per_step
+    rollouts = _generate(backend, rollout_requests, batch_size)
+
+    correct_share: dict[_Prefix, float] = {}
+    for prefix, completion in zip(prefixes, rollouts, strict=True):
+        gold = problems[prefix.problem].answer
+        right = [
+            _correct(extract_answer(s.text, fmt.answer_phrase, fmt.tag), gold, equivalent)
+            for s in completion.samples
+        ]
+        correct_share[prefix] = sum(right) / len(right)
+
+    labelled = []
+    for i, p in enumerate(problems):
+        for j, steps in enumerate(solutions[i]):
+            if not steps:
+                continue
+            answer = _final_answer(steps, fmt)
+            final_correct = _correct(answer, p.answer, equivalent)
+            soft = [correct_share[_Prefix(i, j, k)] for k in range(1, len(steps))]
+            soft.append(float(final_correct))
+            labelled.append(
+                StepLabelled(
+                    question_id=p.id,
+                    question=p.question,
+                    steps=steps,
+                    soft_labels=soft,
+                    hard_labels=[s > 0 for s in soft],
+                    final_correct=final_correct,
+                    answer=answer,
+                )
+            )
+    return labelled
+
+
+def _final_answer(steps: list[str], fmt: StepFormat) -> str | None:
+    """The answer stated by the last step; None when the solution never states one."""
+    if not fmt.is_final(steps[-1]):
+        return None
+    return extract_answer(steps[-1], fmt.answer_phrase, fmt.tag)
+
+
+def _correct(answer: str | None, gold: str, equivalent: Equivalence) -> bool:
+    return answer is not None and equivalent(answer, gold)
+
+
+def _solution_steps(text: str, fmt: StepFormat) -> list[str]:
+    """The steps of a sampled solution, up to and including its first answer step.
+
+    Whatever a policy writes after stating its answer is not part of the solution it gave.
+    A solution cut by the token limit keeps its unfinished last step, labelled by having no
+    answer (incorrect).
+    """
+    steps = fmt.split_steps(text)
+    for k, step in enumerate(steps):
+        if fmt.is_final(step):
+            return steps[: k + 1]
+    return steps
+
+
+def _generate(
+    backend: Backend, requests: list[Request], batch_size: int | None
+) -> list[Completion]:
+    completions: list[Completion] = []
+    for chunk in _chunks_by_sequences(requests, batch_size):
+        completions += backend.generate(chunk)
+    return completions
+
+
+def _chunks_by_sequences(
+    requests: list[Request], batch_size: int | None
+) -> Iterator[list[Request]]:
+    """Consecutive chunks of at most `batch_size` sequences (a larger request goes alone)."""
+    if batch_size is None:
+        if requests:
+            yield requests
+        return
+    chunk: list[Request] = []
+    size = 0
+    for r in requests:
+        if chunk and size + r.n > batch_size:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(r)
+        size += r.n
+    if chunk:
+        yield chunk
+
+
+def from_math_shepherd(
+    solutions: Sequence[LabelledSolution], fmt: StepFormat
+) -> list[StepLabelled]:
+    """Upstream Math-Shepherd solutions as step-labelled records (soft labels 0/1).
+
+    Math-Shepherd gives no question ids; solutions of one question share an id derived from
+    its text, so best-of-n evaluation can group them. The last step's label is the final
+    answer's correctness, as in Math-Shepherd's own construction.
+    """
+    records = []
+    for s in solutions:
+        if not s.steps:
+            continue
+        if len(s.labels) != len(s.steps):
+            raise ValueError(
+                f"math_shepherd: {len(s.steps)} steps but {len(s.labels)} labels in the "
+                f"solution of {s.question[:60]!r}"
+            )
+        digest = hashlib.sha256(s.question.encode()).hexdigest()[:16]
+        records.append(
+            StepLabelled(
+                question_id=f"math_shepherd-{digest}",
+                question=s.question,
+                steps=list(s.steps),
+                soft_labels=[float(label) for label in s.labels],
+                hard_labels=list(s.labels),
+                final_correct=bool(s.labels[-1]),
+                answer=_final_answer(s.steps, fmt),
+            )
+        )
+    return records
+
+
+def write_step_labels(path: str | Path, records: Sequence[StepLabelled]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as f:
+        for r in records:
+            f.write(json.dumps(asdict(r)) + "\n")
+    tmp.replace(path)
+
+
+def read_step_labels(path: str | Path) -> list[StepLabelled]:
+    with Path(path).open() as f:
+        return [StepLabelled(**json.loads(line)) for line in f if line.strip()]

@@ -1,0 +1,173 @@
+"""Math-Shepherd-style step labelling with a scripted policy: exact labels, batching, seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inferscale.data.adapters import LabelledSolution, load_step_labels
+from inferscale.data.records import Problem
+from inferscale.data.step_labels import (
+    StepLabelled,
+    from_math_shepherd,
+    label_solutions,
+    read_step_labels,
+    write_step_labels,
+)
+from inferscale.data.steps import StepFormat
+from inferscale.generation.base import Completion, Request, Sample
+
+FMT = StepFormat()
+FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
+PROBLEMS = [
+    Problem(id="q0", question="2 + 3 + 1", answer="6"),
+    Problem(id="q1", question="1 + 1", answer="2"),
+]
+# Sample i of a question's solution request; "" is an empty sample (dropped).
+SOLUTIONS = {
+    "2 + 3 + 1": [
+        "Step 1: 2 + 3 = 5 ки\nStep 2: 5 + 1 = 6 ки\nStep 3: The answer is: 6 ки\n",
+        "Step 1: 2 + 3 = 4 ки\nStep 2: 4 + 1 = 5 ки\nStep 3: The answer is: 5 ки\n",
+        "Step 1: 2 + 3 = 5 ки\nStep 2: 5 + 1",  # cut by the token limit: no answer
+        "Step 1: The answer is: 6 ки\nStep 2: 7 ки\n",  # goes on after its answer
+        "",
+    ],
+    "1 + 1": ["Step 1: 1 + 1 = 2 ки\nStep 2: The answer is: 2 ки\n"] + [""] * 4,
+}
+# How many of a prefix's rollouts (by sample index) reach the right answer, by its last step.
+RIGHT_ROLLOUTS = {"2 + 3 = 5": 3, "5 + 1 = 6": 4, "2 + 3 = 4": 1, "4 + 1 = 5": 0, "1 + 1 = 2": 2}
+GOLD = {FMT.prompt(p.question): p.answer for p in PROBLEMS}
+
+
+class ScriptedPolicy:
+    """Solutions from SOLUTIONS; a rollout's sample i is right when i < RIGHT_ROLLOUTS[...]."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.calls: list[list[Request]] = []
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        self.calls.append(requests)
+        return [Completion(prompt_tokens=3, samples=self._samples(r)) for r in requests]
+
+    def _samples(self, r: Request) -> list[Sample]:
+        prompt, _, prefix = r.prompt.partition("Answer:\n")
+        question = prompt.removeprefix("Question: ").strip()
+        if not prefix:
+            return [Sample(SOLUTIONS[question][i], 9, "eos") for i in range(r.n)]
+        gold = GOLD[prompt + "Answer:\n"]
+        steps = FMT.split_steps(prefix)
+        right = RIGHT_ROLLOUTS[steps[-1]]
+        line = FMT.step_line(len(steps) + 1, "The answer is: {}")
+        return [Sample(line.format(gold if i < right else "99"), 6, "eos") for i in range(r.n)]
+
+    def close(self) -> None:
+        pass
+
+
+def label(policy, problems=PROBLEMS, batch_size=None, seed=7):
+    return label_solutions(
+        problems,
+        policy,
+        FMT,
+        samples_per_question=5,
+        rollouts_per_step=4,
+        temperature=0.7,
+        top_p=0.9,
+        max_new_tokens=32,
+        seed=seed,
+        batch_size=batch_size,
+    )
+
+
+def test_labels_are_shares_of_correct_rollouts_and_the_last_step_is_the_answer():
+    records = label(ScriptedPolicy())
+    assert records == [
+        StepLabelled("q0", "2 + 3 + 1", ["2 + 3 = 5", "5 + 1 = 6", "The answer is: 6"],
+                     [0.75, 1.0, 1.0], [True, True, True], True, "6"),
+        StepLabelled("q0", "2 + 3 + 1", ["2 + 3 = 4", "4 + 1 = 5", "The answer is: 5"],
+                     [0.25, 0.0, 0.0], [True, False, False], False, "5"),
+        StepLabelled("q0", "2 + 3 + 1", ["2 + 3 = 5", "5 + 1"],
+                     [0.75, 0.0], [True, False], False, None),
+        StepLabelled("q0", "2 + 3 + 1", ["The answer is: 6"], [1.0], [True], True, "6"),
+        StepLabelled("q1", "1 + 1", ["1 + 1 = 2", "The answer is: 2"],
+                     [0.5, 1.0], [True, True], True, "2"),
+    ]  # fmt: skip
+
+
+def test_all_rollouts_go_to_the_backend_in_one_call_with_distinct_seeds():
+    policy = ScriptedPolicy()
+    label(policy)
+    solutions, rollouts = policy.calls
+    assert [r.prompt for r in solutions] == [FMT.prompt(p.question) for p in PROBLEMS]
+    assert all(r.n == 5 for r in solutions)
+    # Every prefix of every non-empty solution but the whole: 2 + 2 + 1 (q0), 1 (q1).
+    assert [r.prompt for r in rollouts] == [
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 5"]),
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 5", "5 + 1 = 6"]),
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 4"]),
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 4", "4 + 1 = 5"]),
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 5"]),
+        FMT.prompt("1 + 1") + FMT.solution(["1 + 1 = 2"]),
+    ]
+    requests = solutions + rollouts
+    assert {(r.n, r.temperature, r.top_p, r.max_new_tokens, r.stop) for r in rollouts} == {
+        (4, 0.7, 0.9, 32, ())
+    }
+    sample_seeds = [r.seed + i for r in requests for i in range(r.n)]
+    assert len(set(sample_seeds)) == len(sample_seeds) == 2 * 5 + 6 * 4
+
+
+def test_seeds_are_deterministic_and_do_not_depend_on_other_questions():
+    first, again, alone, other_seed = (ScriptedPolicy() for _ in range(4))
+    label(first)
+    label(again)
+    label(alone, problems=PROBLEMS[1:])
+    label(other_seed, seed=8)
+    seeds = [[r.seed for r in call] for call in first.calls]
+    assert seeds == [[r.seed for r in call] for call in again.calls]
+    q1_seeds = [r.seed for call in first.calls for r in call if "1 + 1" in r.prompt]
+    assert q1_seeds == [r.seed for call in alone.calls for r in call]
+    assert seeds != [[r.seed for r in call] for call in other_seed.calls]
+
+
+def test_batch_size_chunks_calls_without_changing_labels():
+    whole, chunked = ScriptedPolicy(), ScriptedPolicy()
+    assert label(chunked, batch_size=9) == label(whole)
+    # Solution requests (5 sequences each) one per call; rollouts (4 each) two per call.
+    assert [[r.n for r in call] for call in chunked.calls] == [[5], [5], [4, 4], [4, 4], [4, 4]]
+    flatten = [r for call in chunked.calls for r in call]
+    assert flatten == [r for call in whole.calls for r in call]
+
+
+def test_jsonl_round_trip(tmp_path):
+    records = label(ScriptedPolicy())
+    path = tmp_path / "labels" / "train.jsonl"
+    write_step_labels(path, records)
+    assert read_step_labels(path) == records
+    assert len(path.read_text().splitlines()) == len(records)
+
+
+def test_math_shepherd_rows_become_hard_labelled_records():
+    upstream = load_step_labels(str(FIXTURES / "math_shepherd.jsonl"))
+    records = from_math_shepherd(upstream, FMT)
+    assert len(records) == len(upstream)
+    for up, rec in zip(upstream, records):
+        assert rec.question == up.question and rec.steps == up.steps
+        assert rec.hard_labels == up.labels
+        assert rec.soft_labels == [1.0 if y else 0.0 for y in up.labels]
+        assert rec.final_correct == up.labels[-1]
+    second = records[1]  # Tom's change: 100 - 51 written as 59, the last step marked `-`
+    assert second.hard_labels == [True, True, False] and not second.final_correct
+    assert second.answer == "59"
+    assert second.question_id.startswith("math_shepherd-")
+    same_question = LabelledSolution(upstream[1].question, ["The answer is: 49"], [True])
+    assert from_math_shepherd([same_question], FMT)[0].question_id == second.question_id
+    assert len({r.question_id for r in records}) == len({u.question for u in upstream})
+
+
+def test_math_shepherd_labels_must_match_steps():
+    with pytest.raises(ValueError, match="2 steps but 1 labels"):
+        from_math_shepherd([LabelledSolution("q?", ["a", "The answer is: 1"], [True])], FMT)
