@@ -1,4 +1,5 @@
-"""A tiny experiment for the flow tests: two 1-2 layer models, a few SFT steps, 16 questions."""
+"""A tiny experiment for the flow tests: two 1-2 layer models and a PRM, a few training steps
+each, 16 questions, every strategy."""
 
 from __future__ import annotations
 
@@ -42,7 +43,36 @@ def tiny_config(output_dir: Path, **overrides) -> dict:
             "deepspeed": str(REPO / "configs" / "deepspeed" / "zero2.json"),
         },
         "generation": {"max_new_tokens": 24, "batch_size": 64, "temperature": 1.0},
-        "evaluation": {"budgets": [1, 2, 4]},
+        "prm": {
+            "labels": {
+                "questions": 12,
+                "heldout_questions": 6,
+                "samples_per_question": 2,
+                "rollouts_per_step": 2,
+            },
+            "max_steps": 4,
+            "per_device_batch_size": 8,
+            "max_length": 64,
+        },
+        "evaluation": {
+            "strategies": [
+                "greedy",
+                "majority_vote",
+                "weighted_vote",
+                "best_of_n",
+                "rebase",
+                "mcts",
+                "beam_search",
+            ],
+            "budgets": [1, 2, 4],
+            "search": {
+                "budgets": {"rebase": [2, 4], "mcts": [4], "beam_search": [4]},
+                "beam_width": 2,
+                "max_depth": 4,
+                "max_step_tokens": 12,
+                "limit": 8,
+            },
+        },
         "tracking": {"mode": "offline"},
     }
     for dotted, value in overrides.items():

@@ -106,6 +106,9 @@ class ScriptedScorer:
         self.calls.append([(q, list(steps)) for q, steps in items])
         return [[self.score_of(q, step_path(s)) for s in steps] for q, steps in items]
 
+    def close(self) -> None:
+        pass
+
 
 def scores(table: Mapping[str, float], default: float = 0.5) -> Callable[[str, str], float]:
     """A `score_of` from {path: score} for every question."""

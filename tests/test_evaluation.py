@@ -9,7 +9,7 @@ import pytest
 from inferscale.compute import ModelCost
 from inferscale.data.records import Problem
 from inferscale.data.steps import StepFormat
-from inferscale.evaluation import SamplingSettings, evaluate_policy, store_path
+from inferscale.evaluation import EvaluationPlan, SamplingSettings, evaluate_policy, store_path
 from inferscale.generation.base import Completion, Request, Sample
 from inferscale.results import ResultStore
 
@@ -47,18 +47,14 @@ class ScriptedBackend:
         pass
 
 
+PLAN = EvaluationPlan(
+    fmt=FMT, strategies=["greedy", "majority_vote"], budgets=[1, 2, 4], sampling=SETTINGS, cost=COST
+)
+
+
 def run(tmp_path, backend, problems=PROBLEMS, open_backend=None):
     return evaluate_policy(
-        problems,
-        tmp_path,
-        FMT,
-        SETTINGS,
-        ["greedy", "majority_vote"],
-        [1, 2, 4],
-        COST,
-        "total",
-        open_backend=open_backend or (lambda: backend),
-        log=lambda _: None,
+        problems, tmp_path, PLAN, open_backend=open_backend or (lambda: backend), log=lambda _: None
     )
 
 

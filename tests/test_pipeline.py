@@ -77,11 +77,29 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
     assert set(summary["policies"]) == {"A", "B"}
     assert (report / "error_vs_flops.png").stat().st_size > 1000
     table = (report / "points.csv").read_text().splitlines()
-    # greedy + majority vote at budgets 1, 2, 4, for each policy
-    assert len(table) == 1 + 2 * (1 + 3)
-    assert job_types(p.root) == ["analyze", "evaluate", "evaluate", "prepare_data", "sft", "sft"], [
-        (d.name, read_run(d).name) for d in find_runs(p.root / "wandb")
-    ]
+    # per policy: greedy, three votes at budgets 1, 2, 4, rebase at 2 and 4, mcts, beam search
+    assert len(table) == 1 + 2 * (1 + 3 * 3 + 2 + 1 + 1)
+    assert job_types(p.root) == [
+        "analyze",
+        "evaluate",
+        "evaluate",
+        "label_steps",
+        "prepare_data",
+        "sft",
+        "sft",
+        "train_prm",
+    ], [(d.name, read_run(d).name) for d in find_runs(p.root / "wandb")]
+    # Four SFT steps leave the policies wrong everywhere, so every label is negative: no AUC.
+    assert summary["prm"]["steps"] > 0 and "step_auc" in summary["prm"]
+    assert set(summary["pareto"]["A"]) == {
+        "greedy",
+        "majority_vote",
+        "weighted_vote",
+        "best_of_n",
+        "rebase",
+        "mcts",
+        "beam_search",
+    }
     for run_dir in find_runs(p.root / "wandb"):
         run = read_run(run_dir)
         assert run.group == "tiny" and run.exit_code == 0
@@ -90,6 +108,9 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
             assert len(losses) == 4  # max_steps 4, logging every step
         if run.job_type == "evaluate":
             assert "majority_vote@4" in run.summary and "greedy@1" in run.summary
+            assert "rebase@4" in run.summary and "weighted_vote@4" in run.summary
+        if run.job_type == "train_prm":
+            assert any("train/loss" in row for row in run.history)
 
 
 def test_second_run_trains_and_generates_nothing(finished, monkeypatch):
@@ -98,6 +119,8 @@ def test_second_run_trains_and_generates_nothing(finished, monkeypatch):
     forbid(monkeypatch, "inferscale.tasks.sft.run_sft")
     forbid(monkeypatch, "inferscale.tasks.evaluate.load_backend")
     forbid(monkeypatch, "inferscale.tasks.prepare_data.prepare_data")
+    forbid(monkeypatch, "inferscale.tasks.label_steps.load_backend")
+    forbid(monkeypatch, "inferscale.tasks.train_prm.run_prm_training")
     report = run_flow(finished)
     assert report == plan(load_config(finished)).analyze.path
     assert len(find_runs(root / "wandb")) == before  # skipped stages start no W&B run
@@ -109,6 +132,7 @@ def test_refresh_recomputes_the_stage_and_its_downstream_only(finished, tmp_path
     greedy_file = p.evaluate["A"].path / "greedy.jsonl"
     greedy_file.write_text("")  # would be resumed from, were the stage not refreshed
     forbid(monkeypatch, "inferscale.tasks.sft.run_sft")
+    forbid(monkeypatch, "inferscale.tasks.train_prm.run_prm_training")
     backends = count_calls(monkeypatch, "inferscale.tasks.evaluate.load_backend")
     run_flow(config_path, refresh=["evaluate"])
     assert len(backends) == 2  # both policies evaluated again

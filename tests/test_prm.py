@@ -22,7 +22,6 @@ from inferscale.models.prm import (
     step_probabilities,
 )
 from inferscale.models.prm_metrics import (
-    aggregate_scores,
     best_of_n_selection,
     evaluate_step_scores,
     roc_auc,
@@ -154,18 +153,6 @@ def test_auc_matches_a_pair_count_with_ties_as_halves():
     assert roc_auc([False, True, False, True], [0.1, 0.8, 0.4, 0.35]) == 0.75
     with pytest.raises(ValueError, match="NaN"):
         roc_auc([True, False], [float("nan"), 0.1])
-
-
-def test_aggregations():
-    steps = [0.5, 0.25, 0.8]
-    assert [aggregate_scores(steps, h) for h in ("last", "min", "prod", "mean")] == [
-        0.8,
-        0.25,
-        0.1,
-        pytest.approx(1.55 / 3),
-    ]
-    with pytest.raises(ValueError, match="unknown aggregation"):
-        aggregate_scores(steps, "max")
 
 
 def test_best_of_n_picks_the_top_score_first_on_ties_and_never_no_answer():

@@ -10,7 +10,15 @@ matplotlib.use("Agg")  # files only; no display on the machines that run this
 import matplotlib.pyplot as plt
 import pandas as pd
 
-MARKERS = {"greedy": "*", "majority_vote": "o"}
+MARKERS = {
+    "greedy": "*",
+    "majority_vote": "o",
+    "weighted_vote": "^",
+    "best_of_n": "v",
+    "rebase": "D",
+    "mcts": "P",
+    "beam_search": "X",
+}
 
 
 def points_table(evaluations: dict[str, dict]) -> pd.DataFrame:
@@ -64,4 +72,29 @@ def headline(table: pd.DataFrame) -> dict:
             row[f"{strategy}@{int(top.budget)}_error"] = float(top["error_rate"])
             row[f"pass@{int(top.budget)}"] = float(top["coverage"])
         out[policy] = row
+    return out
+
+
+def on_pareto_front(flops: list[float], errors: list[float]) -> list[bool]:
+    """Whether each point is Pareto-optimal: no other point costs no more and errs no more, and
+    strictly less in one of the two."""
+    points = list(zip(flops, errors, strict=True))
+    return [
+        not any(
+            f2 <= f and e2 <= e and (f2 < f or e2 < e)
+            for j, (f2, e2) in enumerate(points)
+            if j != i
+        )
+        for i, (f, e) in enumerate(points)
+    ]
+
+
+def pareto_shares(table: pd.DataFrame, accounting: str = "paper") -> dict[str, dict[str, float]]:
+    """Per policy and strategy: the share of the strategy's budgets whose point lies on the
+    policy's error-vs-FLOPs Pareto front over all its strategies."""
+    out: dict[str, dict[str, float]] = {}
+    for policy, group in table.groupby("policy", sort=False):
+        front = on_pareto_front(list(group[f"flops_{accounting}"]), list(group["error_rate"]))
+        shares = pd.Series(front, index=group.index).groupby(group["strategy"], sort=False).mean()
+        out[str(policy)] = {str(k): float(v) for k, v in shares.items()}
     return out

@@ -31,13 +31,39 @@ def format_summary(summary: dict, report_dir: Path) -> str:
             f"than {small[0]}'s {small[1]['greedy_error']:.3f}"
         )
     for name, row in policies.items():
-        for key, value in row.items():
-            if key.startswith("majority_vote@") and "greedy_error" in row:
-                better = "beats" if value < row["greedy_error"] else "does NOT beat"
-                lines.append(
-                    f"{name}: {key.removesuffix('_error')} error {value:.3f} {better} greedy "
-                    f"{row['greedy_error']:.3f}"
-                )
+        majority = next((k for k in row if k.startswith("majority_vote@")), None)
+        weighted = next((k for k in row if k.startswith("weighted_vote@")), None)
+        if majority and "greedy_error" in row:
+            better = "beats" if row[majority] < row["greedy_error"] else "does NOT beat"
+            lines.append(
+                f"{name}: {majority.removesuffix('_error')} error {row[majority]:.3f} {better} "
+                f"greedy {row['greedy_error']:.3f}"
+            )
+        if majority and weighted:
+            verdict = "at least as accurate as" if row[weighted] <= row[majority] else "WORSE than"
+            lines.append(
+                f"{name}: {weighted.removesuffix('_error')} error {row[weighted]:.3f} is "
+                f"{verdict} {majority.removesuffix('_error')} {row[majority]:.3f}"
+            )
+    prm = summary.get("prm")
+    if prm:
+        lines.append(
+            "PRM on held-out labelled steps: step AUC "
+            + (f"{prm['step_auc']:.3f}" if prm.get("step_auc") is not None else "n/a")
+            + "; best-of-n picks a right solution "
+            + ", ".join(
+                f"{k.removeprefix('bon_').removesuffix('_accuracy')} {prm[k]:.3f}"
+                for k in ("bon_last_accuracy", "bon_min_accuracy", "bon_random_accuracy")
+                if prm.get(k) is not None
+            )
+        )
+    for name, shares in summary.get("pareto", {}).items():
+        tree = {k: v for k, v in shares.items() if k in ("rebase", "mcts", "beam_search")}
+        if tree:
+            lines.append(
+                f"{name}: share of budgets on the error-vs-FLOPs Pareto front: "
+                + "  ".join(f"{k} {v:.2f}" for k, v in tree.items())
+            )
     lines.append("greedy accuracy by level:")
     for name, levels in summary["greedy_accuracy_by_level"].items():
         if levels:

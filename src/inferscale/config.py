@@ -16,7 +16,11 @@ from inferscale.models.factory import SUPPORTED_HEAD_DIMS
 
 Positive = Annotated[int, Field(gt=0)]
 Probability = Annotated[float, Field(gt=0, le=1)]
-STRATEGIES = ("greedy", "majority_vote")
+# Votes over one pool of samples per question; every budget n is scored from that pool.
+POOL_STRATEGIES = ("majority_vote", "weighted_vote", "best_of_n")
+TREE_STRATEGIES = ("rebase", "mcts", "beam_search")
+STRATEGIES = ("greedy", *POOL_STRATEGIES, *TREE_STRATEGIES)
+PRM_STRATEGIES = ("weighted_vote", "best_of_n", *TREE_STRATEGIES)
 DATASET_SOURCES = ("math", "math500", "gsm8k", "metamathqa", "math_shepherd")
 
 
@@ -136,6 +140,52 @@ class SFTConfig(Strict):
     logging_steps: Positive = 10
 
 
+class StepLabelConfig(Strict):
+    """Math-Shepherd-style step labels made by rollouts: solutions sampled from `policy` for
+    training questions, each step labelled by the share of `rollouts_per_step` completions from
+    it that reach the right answer."""
+
+    policy: str | None = None  # a policy name; None: the first policy
+    questions: Positive = 400
+    heldout_questions: Positive = 100  # labelled the same way, kept out of PRM training
+    samples_per_question: Positive = 4
+    rollouts_per_step: Positive = 4
+    temperature: Annotated[float, Field(gt=0)] = 0.8
+    top_p: Probability = 1.0
+
+
+class PRMConfig(Strict):
+    """The process reward model: trained on step labels by rollouts (`labels`) or on an
+    upstream Math-Shepherd file (`dataset`), from a policy's checkpoint or a hub model."""
+
+    labels: StepLabelConfig | None = None
+    dataset: DatasetRef | None = None
+    heldout: DatasetRef | None = None  # with `dataset`: labelled solutions for the metrics
+    init_from: str | None = None  # a policy name (its SFT checkpoint) or a hub id
+    # Targets: the share of rollouts that succeed ("soft") or whether any did ("hard").
+    label: Literal["soft", "hard"] = "soft"
+    # Read at each step tag: P(step correct) = softmax over these two tokens' logits.
+    good_token: str = " +"
+    bad_token: str = " -"
+    max_steps: Positive = 200
+    per_device_batch_size: Positive = 32
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    warmup_steps: Annotated[int, Field(ge=0)] = 10
+    max_length: Positive = 256
+    batch_size: Positive = 64  # sequences per scoring forward
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PRMConfig:
+        if (self.labels is None) == (self.dataset is None):
+            raise ValueError("give either `labels` (rollouts from a policy) or `dataset`")
+        for ref in (self.dataset, self.heldout):
+            if ref is not None and ref.source != "math_shepherd":
+                raise ValueError(f"PRM datasets must be math_shepherd files, got {ref.source!r}")
+        if self.dataset is not None and self.init_from is None:
+            raise ValueError("with `dataset`, name the model to start from in `init_from`")
+        return self
+
+
 class GenerationConfig(Strict):
     backend: Literal["hf"] = "hf"
     device: str = "cpu"
@@ -151,12 +201,51 @@ class FlopsConfig(Strict):
     paper_params: Literal["total", "non_embedding"] = "total"
 
 
+class SearchConfig(Strict):
+    """Tree-search settings. A budget is the width for REBASE, the number of generated nodes for
+    MCTS and the number of beams for beam search."""
+
+    budgets: dict[Literal["rebase", "mcts", "beam_search"], list[Positive]] = {
+        "rebase": [4, 8, 16, 32],
+        "mcts": [8, 16, 32],
+        "beam_search": [4, 8, 16, 32],
+    }
+    # REBASE's softmax temperature over node scores: 0.1 in the paper, 0.2 in its code.
+    balance_temperature: Annotated[float, Field(gt=0)] = 0.2
+    exploration: Annotated[float, Field(ge=0)] = 1.0  # MCTS's C
+    beam_width: Positive = 4  # beam search's M: children per kept beam
+    max_depth: Positive = 16  # steps
+    max_step_tokens: Positive = 64
+    # Tree searches cost more per question than sampling: an optional cap on their questions.
+    limit: Positive | None = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _increasing(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        for strategy, grid in v.items():
+            if not grid or grid != sorted(set(grid)):
+                raise ValueError(f"{strategy}: budgets must be strictly increasing, got {grid}")
+        return v
+
+    @model_validator(mode="after")
+    def _beams_divide(self) -> SearchConfig:
+        bad = [n for n in self.budgets.get("beam_search", []) if n % self.beam_width]
+        if bad:
+            raise ValueError(
+                f"beam_search budgets {bad} are not multiples of beam_width {self.beam_width}"
+            )
+        return self
+
+
 class EvaluationConfig(Strict):
-    strategies: list[str] = list(STRATEGIES)
+    strategies: list[str] = ["greedy", "majority_vote"]
     budgets: list[Positive] = [1, 2, 4, 8, 16]
     seed: int = 1234
     limit: Positive | None = None
     flops: FlopsConfig = FlopsConfig()
+    # How a sampled solution's step scores become one score for weighted vote and best-of-n.
+    aggregation: Literal["last", "min", "prod", "mean"] = "last"
+    search: SearchConfig = SearchConfig()
 
     @field_validator("strategies")
     @classmethod
@@ -166,7 +255,30 @@ class EvaluationConfig(Strict):
             raise ValueError(f"unknown strategies {unknown}; known: {list(STRATEGIES)}")
         if not v:
             raise ValueError("name at least one strategy")
+        if len(set(v)) != len(v):
+            raise ValueError(f"strategies are named twice: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _tree_budgets(self) -> EvaluationConfig:
+        missing = [
+            s for s in self.strategies if s in TREE_STRATEGIES and s not in self.search.budgets
+        ]
+        if missing:
+            raise ValueError(f"no budgets for {missing}; add them under evaluation.search.budgets")
+        return self
+
+    @property
+    def needs_prm(self) -> bool:
+        return any(s in PRM_STRATEGIES for s in self.strategies)
+
+    @property
+    def pool_strategies(self) -> list[str]:
+        return [s for s in self.strategies if s in POOL_STRATEGIES]
+
+    @property
+    def tree_strategies(self) -> list[str]:
+        return [s for s in self.strategies if s in TREE_STRATEGIES]
 
     @field_validator("budgets")
     @classmethod
@@ -198,6 +310,7 @@ class ExperimentConfig(Strict):
     policies: list[PolicyConfig]
     sft: SFTConfig = SFTConfig()
     generation: GenerationConfig = GenerationConfig()
+    prm: PRMConfig | None = None
     evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
 
@@ -210,6 +323,33 @@ class ExperimentConfig(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"policy names must be unique, got {names}")
         return v
+
+    @model_validator(mode="after")
+    def _prm_when_needed(self) -> ExperimentConfig:
+        if self.evaluation.needs_prm and self.prm is None:
+            needing = [s for s in self.evaluation.strategies if s in PRM_STRATEGIES]
+            raise ValueError(f"strategies {needing} need a PRM: add a `prm` section")
+        if self.prm is not None and self.prm.labels is not None:
+            names = [p.name for p in self.policies]
+            if self.prm.labels.policy is not None and self.prm.labels.policy not in names:
+                raise ValueError(
+                    f"prm.labels.policy {self.prm.labels.policy!r} is not a policy; one of {names}"
+                )
+        return self
+
+    @property
+    def labelling_policy(self) -> PolicyConfig:
+        assert self.prm is not None and self.prm.labels is not None
+        name = self.prm.labels.policy or self.policies[0].name
+        return next(p for p in self.policies if p.name == name)
+
+    @property
+    def prm_init_policy(self) -> PolicyConfig | None:
+        """The policy whose SFT checkpoint the PRM starts from; None for a hub model."""
+        assert self.prm is not None
+        if self.prm.init_from is None:
+            return self.labelling_policy
+        return next((p for p in self.policies if p.name == self.prm.init_from), None)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -14,17 +14,27 @@ from inferscale.artifacts import StageArtifact, code_version, stage_artifact
 from inferscale.config import ExperimentConfig
 
 # Each stage's downstream stages, in DAG order.
-STAGES = ("prepare_data", "sft", "evaluate", "analyze")
+STAGES = ("prepare_data", "sft", "label_steps", "train_prm", "evaluate", "analyze")
 DEPENDS_ON = {
     "prepare_data": (),
     "sft": ("prepare_data",),
-    "evaluate": ("prepare_data", "sft"),
+    "label_steps": ("prepare_data", "sft"),
+    "train_prm": ("label_steps", "sft"),
+    "evaluate": ("prepare_data", "sft", "train_prm"),
     "analyze": ("evaluate",),
 }
 # The package modules whose source is part of each stage's key.
 STAGE_CODE = {
     "prepare_data": ("data", "models/tokenizer"),
     "sft": ("models/sft", "models/factory", "models/launch"),
+    "label_steps": ("data/step_labels", "generation", "grading", "grading_worker"),
+    "train_prm": (
+        "models/prm",
+        "models/prm_train",
+        "models/prm_metrics",
+        "models/prm_scorer",
+        "models/launch",
+    ),
     "evaluate": (
         "evaluation",
         "generation",
@@ -58,11 +68,14 @@ class Plan:
     root: Path
     prepare_data: StageArtifact
     sft: dict[str, StageArtifact]
+    label_steps: StageArtifact | None  # only when the PRM learns from rollouts
+    train_prm: StageArtifact | None  # only when the config has a PRM
     evaluate: dict[str, StageArtifact]
     analyze: StageArtifact
 
     def all(self) -> list[StageArtifact]:
-        return [self.prepare_data, *self.sft.values(), *self.evaluate.values(), self.analyze]
+        prm = [a for a in (self.label_steps, self.train_prm) if a is not None]
+        return [self.prepare_data, *self.sft.values(), *prm, *self.evaluate.values(), self.analyze]
 
 
 def run_root(config: ExperimentConfig) -> Path:
@@ -101,6 +114,7 @@ def plan(config: ExperimentConfig) -> Plan:
         for p in config.policies
     }
     generation = config.generation.model_dump(exclude=EVALUATION_SPEED_SETTINGS)
+    label_steps, train_prm = _prm_stages(config, artifacts, data, sft, sft_section, generation)
     evaluate = {
         name: stage_artifact(
             artifacts,
@@ -112,6 +126,7 @@ def plan(config: ExperimentConfig) -> Plan:
                 "format": config.data.format.model_dump(),
                 "model": model.key,
                 "data": data.key,
+                "prm": train_prm.key if config.evaluation.needs_prm else None,
                 "code": code_version(STAGE_CODE["evaluate"]),
             },
         )
@@ -123,7 +138,65 @@ def plan(config: ExperimentConfig) -> Plan:
         "report",
         {
             "evaluations": {name: art.key for name, art in evaluate.items()},
+            "prm": train_prm.key if train_prm is not None else None,
             "code": code_version(STAGE_CODE["analyze"]),
         },
     )
-    return Plan(root=root, prepare_data=data, sft=sft, evaluate=evaluate, analyze=analyze)
+    return Plan(
+        root=root,
+        prepare_data=data,
+        sft=sft,
+        label_steps=label_steps,
+        train_prm=train_prm,
+        evaluate=evaluate,
+        analyze=analyze,
+    )
+
+
+def _prm_stages(
+    config: ExperimentConfig,
+    artifacts: Path,
+    data: StageArtifact,
+    sft: dict[str, StageArtifact],
+    sft_section: dict,
+    generation: dict,
+) -> tuple[StageArtifact | None, StageArtifact | None]:
+    prm = config.prm
+    if prm is None:
+        return None, None
+    label_steps = None
+    if prm.labels is not None:
+        policy = config.labelling_policy
+        label_steps = stage_artifact(
+            artifacts,
+            "label_steps",
+            policy.name,
+            {
+                "labels": prm.labels.model_dump(),
+                "generation": generation,
+                "format": config.data.format.model_dump(),
+                "model": sft[policy.name].key,
+                "data": data.key,
+                "seed": config.seed,
+                "code": code_version(STAGE_CODE["label_steps"]),
+            },
+        )
+    init = config.prm_init_policy
+    train_prm = stage_artifact(
+        artifacts,
+        "train_prm",
+        "prm",
+        {
+            "prm": prm.model_dump(exclude={"labels", "batch_size"}),
+            "labels": label_steps.key if label_steps is not None else None,
+            "init": sft[init.name].key if init is not None else prm.init_from,
+            "launch": {
+                k: sft_section[k] for k in ("num_processes", "num_nodes", "use_cpu", "bf16")
+            },
+            "deepspeed": json.loads(Path(config.sft.deepspeed).read_text()),
+            "format": config.data.format.model_dump(),
+            "seed": config.seed,
+            "code": code_version(STAGE_CODE["train_prm"]),
+        },
+    )
+    return label_steps, train_prm

@@ -1,4 +1,5 @@
-"""The end-to-end flow: prepare_data -> sft (per policy) -> evaluate (per policy) -> analyze.
+"""The end-to-end flow: prepare_data -> sft (per policy) -> label_steps -> train_prm ->
+evaluate (per policy) -> analyze.
 
 Each task returns the path of its artifact and skips itself when that artifact is complete.
 A failed branch (one policy's training or evaluation) does not stop the others; the flow
@@ -15,8 +16,10 @@ from inferscale.stages import plan, stages_to_refresh
 from inferscale.tasks.analyze import analyze_task
 from inferscale.tasks.context import RunContext
 from inferscale.tasks.evaluate import evaluate_task
+from inferscale.tasks.label_steps import label_steps_task
 from inferscale.tasks.prepare_data import prepare_data_task
 from inferscale.tasks.sft import sft_task
+from inferscale.tasks.train_prm import train_prm_task
 
 
 class StagesFailed(RuntimeError):
@@ -29,14 +32,25 @@ def experiment_flow(config_path: str, refresh: list[str] | None = None) -> str:
     config = load_config(config_path)
     ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
     data_dir = prepare_data_task(ctx)
-    failed: dict[str, BaseException] = {}
-    evaluations: dict[str, str] = {}
+    failed: dict[str, BaseException | str] = {}
+    models: dict[str, str] = {}
     for policy in config.policies:
         state = sft_task(ctx, policy, data_dir, return_state=True)
         if state.is_failed():
             failed[f"sft-{policy.name}"] = state.result(raise_on_failure=False)
+        else:
+            models[policy.name] = state.result()
+    prm_dir = _train_prm(ctx, models, data_dir, failed) if config.prm is not None else None
+    evaluations: dict[str, str] = {}
+    for policy in config.policies:
+        if policy.name not in models:
             continue
-        state = evaluate_task(ctx, policy, state.result(), data_dir, return_state=True)
+        if config.evaluation.needs_prm and prm_dir is None:
+            failed[f"evaluate-{policy.name}"] = "not run: its strategies need the PRM"
+            continue
+        state = evaluate_task(
+            ctx, policy, models[policy.name], data_dir, prm_dir, return_state=True
+        )
         if state.is_failed():
             failed[f"evaluate-{policy.name}"] = state.result(raise_on_failure=False)
             continue
@@ -48,4 +62,35 @@ def experiment_flow(config_path: str, refresh: list[str] | None = None) -> str:
             f"{len(failed)} stage(s) failed:\n{lines}\n"
             "Finished stages are kept; fix the cause and run again to redo only these."
         )
-    return analyze_task(ctx, evaluations)
+    return analyze_task(ctx, evaluations, prm_dir)
+
+
+def _train_prm(
+    ctx: RunContext,
+    models: dict[str, str],
+    data_dir: str,
+    failed: dict[str, BaseException | str],
+) -> str | None:
+    """label_steps (when the PRM learns from rollouts) then train_prm; None if either failed."""
+    config = ctx.config
+    labels_dir = None
+    if config.prm.labels is not None:
+        policy = config.labelling_policy
+        if policy.name not in models:
+            failed["label_steps"] = f"not run: policy {policy.name} did not train"
+            return None
+        state = label_steps_task(ctx, policy, models[policy.name], data_dir, return_state=True)
+        if state.is_failed():
+            failed["label_steps"] = state.result(raise_on_failure=False)
+            return None
+        labels_dir = state.result()
+    init = config.prm_init_policy
+    if init is not None and init.name not in models:
+        failed["train_prm"] = f"not run: policy {init.name} did not train"
+        return None
+    init_dir = models[init.name] if init is not None else None
+    state = train_prm_task(ctx, labels_dir, init_dir, return_state=True)
+    if state.is_failed():
+        failed["train_prm"] = state.result(raise_on_failure=False)
+        return None
+    return state.result()

@@ -13,24 +13,8 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from inferscale.search.tree import aggregate
 from inferscale.search.voting import best_of_n
-
-AGGREGATIONS = ("last", "min", "prod", "mean")
-
-
-def aggregate_scores(scores: Sequence[float], how: str) -> float:
-    """One score for a whole solution from its step scores."""
-    if not scores:
-        raise ValueError("a solution needs at least one step score")
-    if how == "last":
-        return scores[-1]
-    if how == "min":
-        return min(scores)
-    if how == "prod":
-        return math.prod(scores)
-    if how == "mean":
-        return statistics.fmean(scores)
-    raise ValueError(f"unknown aggregation {how!r}; known: {', '.join(AGGREGATIONS)}")
 
 
 def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
@@ -110,7 +94,7 @@ def evaluate_step_scores(
         "step_auc": roc_auc(flat_labels, flat_scores),
     }
     for how in ("last", "min"):
-        aggregated = [aggregate_scores(s, how) for s in step_scores]
+        aggregated = [aggregate(s, how) for s in step_scores]
         selection = best_of_n_selection(question_ids, final_correct, aggregated, answered)
         metrics[f"bon_{how}_accuracy"] = selection.get("accuracy")
     # The pick's baselines do not depend on the scores.

@@ -11,6 +11,7 @@ were not measured: `attn_implementation="sdpa"` is the faster choice there.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,3 +109,11 @@ class PRMScorer:
             for row, i in enumerate(batch):
                 scores[i] = probs[row, encoded[i][1]].tolist()
         return scores
+
+    def close(self) -> None:
+        """Drop the model and return its memory."""
+        on_cuda = self.model.device.type == "cuda"
+        del self.model
+        gc.collect()
+        if on_cuda:
+            torch.cuda.empty_cache()

@@ -63,6 +63,10 @@ class Scorer(Protocol):
         probability that the step is correct."""
         ...
 
+    def close(self) -> None:
+        """Free the model's memory."""
+        ...
+
 
 def aggregate(step_scores: Sequence[float], how: Aggregation) -> float:
     """One score for a solution from its step scores."""

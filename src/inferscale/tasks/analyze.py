@@ -6,8 +6,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from inferscale.analysis import headline, plot_error_vs_flops, points_table
+from inferscale.analysis import headline, pareto_shares, plot_error_vs_flops, points_table
 from inferscale.artifacts import write_json
+from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
 from inferscale.tasks.context import RunContext
 from inferscale.tasks.evaluate import METRICS_FILE
 from inferscale.tracking.wandb_runs import finish_run, log_image, log_table, start_run
@@ -18,7 +19,9 @@ SUMMARY_FILE = "summary.json"
 
 
 @task(name="analyze", cache_policy=NO_CACHE)
-def analyze_task(ctx: RunContext, evaluation_dirs: dict[str, str]) -> str:
+def analyze_task(
+    ctx: RunContext, evaluation_dirs: dict[str, str], prm_dir: str | None = None
+) -> str:
     artifact = ctx.plan.analyze
     if ctx.reuse(artifact):
         return str(artifact.path)
@@ -35,7 +38,10 @@ def analyze_task(ctx: RunContext, evaluation_dirs: dict[str, str]) -> str:
         "greedy_accuracy_by_level": {
             name: m.get("greedy_accuracy_by_level") for name, m in evaluations.items()
         },
+        "pareto": pareto_shares(table),
     }
+    if prm_dir is not None:
+        summary["prm"] = json.loads((Path(prm_dir) / PRM_SUMMARY_FILE).read_text()).get("eval", {})
     write_json(artifact.path / SUMMARY_FILE, summary)
     run = start_run(
         ctx.tracking, "analyze", "analyze", {"policies": list(evaluations)}, ctx.plan.root

@@ -13,19 +13,34 @@ from inferscale.compute import ModelCost, count_parameters
 from inferscale.config import PolicyConfig
 from inferscale.data.prepare import TEST_FILE, step_format
 from inferscale.data.records import read_problems
-from inferscale.evaluation import (
-    SamplingSettings,
-    evaluate_policy,
-)
+from inferscale.evaluation import EvaluationPlan, SamplingSettings, evaluate_policy
 from inferscale.generation.backends import load_backend
+from inferscale.search.tree import SearchSettings
 from inferscale.tasks.context import RunContext
 from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
 
 METRICS_FILE = "metrics.json"
 
 
+def open_prm(ctx: RunContext, prm_dir: str):
+    import torch
+
+    from inferscale.models.prm_scorer import PRMScorer
+
+    gen = ctx.config.generation
+    return PRMScorer.from_pretrained(
+        prm_dir,
+        batch_size=ctx.config.prm.batch_size,
+        device=gen.device,
+        dtype=getattr(torch, gen.dtype),
+        threads=gen.threads,
+    )
+
+
 @task(name="evaluate", task_run_name="evaluate-{policy.name}", cache_policy=NO_CACHE)
-def evaluate_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data_dir: str) -> str:
+def evaluate_task(
+    ctx: RunContext, policy: PolicyConfig, model_dir: str, data_dir: str, prm_dir: str | None
+) -> str:
     artifact = ctx.plan.evaluate[policy.name]
     if ctx.reuse(artifact, resumable=True):
         return str(artifact.path)
@@ -33,24 +48,44 @@ def evaluate_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data_di
     cfg, gen = ctx.config.evaluation, ctx.config.generation
     problems = read_problems(Path(data_dir) / TEST_FILE)[: cfg.limit]
     model_config = AutoConfig.from_pretrained(model_dir)
-    settings = SamplingSettings(
-        max_new_tokens=gen.max_new_tokens,
-        temperature=gen.temperature,
-        top_p=gen.top_p,
-        batch_size=gen.batch_size,
-        seed=cfg.seed,
+    fmt = step_format(ctx.config.data)
+    plan = EvaluationPlan(
+        fmt=fmt,
+        strategies=cfg.strategies,
+        budgets=cfg.budgets,
+        sampling=SamplingSettings(
+            max_new_tokens=gen.max_new_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            batch_size=gen.batch_size,
+            seed=cfg.seed,
+        ),
+        cost=ModelCost.from_config(model_config),
+        paper_params=cfg.flops.paper_params,
+        aggregation=cfg.aggregation,
+        search=SearchSettings(
+            fmt=fmt,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            max_step_tokens=cfg.search.max_step_tokens,
+            max_depth=cfg.search.max_depth,
+            seed=cfg.seed,
+            aggregation=cfg.aggregation,
+            balance_temperature=cfg.search.balance_temperature,
+            exploration=cfg.search.exploration,
+            beam_width=cfg.search.beam_width,
+        ),
+        search_budgets={s: cfg.search.budgets[s] for s in cfg.tree_strategies},
+        search_limit=cfg.search.limit,
+        prm_cost=ModelCost.from_config(AutoConfig.from_pretrained(prm_dir)) if prm_dir else None,
     )
     with Timer() as timer:
         scores = evaluate_policy(
             problems,
             artifact.path,
-            step_format(ctx.config.data),
-            settings,
-            cfg.strategies,
-            cfg.budgets,
-            ModelCost.from_config(model_config),
-            cfg.flops.paper_params,
+            plan,
             open_backend=lambda: load_backend(gen, model_dir),
+            open_scorer=(lambda: open_prm(ctx, prm_dir)) if prm_dir else None,
             log=lambda msg: logger.info("%s %s", policy.name, msg),
         )
     parameters = count_parameters(model_config)

@@ -1,0 +1,185 @@
+"""evaluate_policy's PRM strategies with a scripted policy and PRM: the weighted vote and best-of-n
+over the pool, and tree searches stored and resumed per question, with their FLOPs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from inferscale.compute import ModelCost, forward_flops
+from inferscale.data.records import Problem
+from inferscale.evaluation import EvaluationPlan, SamplingSettings, evaluate_policy, store_path
+from inferscale.generation.base import Completion, Request, Sample
+from inferscale.results import ResultStore
+from tests.scripted_search import FMT, ScriptedBackend, ScriptedScorer, settings
+
+COST = ModelCost(non_embedding=1000, total=1200, n_layer=2, d_model=16)
+PRM_COST = ModelCost(non_embedding=300, total=400, n_layer=1, d_model=8)
+SAMPLING = SamplingSettings(max_new_tokens=20, temperature=0.8, top_p=1.0, batch_size=8, seed=3)
+
+
+class PoolBackend:
+    """Sample i of every request: 'Step 1: w<i>' then an answer. Samples 0 and 1 answer 7 and 8,
+    the others answer 9, so 9 has the majority of a pool of 4; the PRM below prefers 7."""
+
+    name = "pool"
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        self.requests += requests
+        out = []
+        for r in requests:
+            samples = []
+            for i in range(r.n):
+                answer = {0: "7", 1: "8"}.get(i, "9")
+                text = FMT.solution([f"w{i}", FMT.answer_text(answer)])
+                samples.append(Sample(text=text, num_tokens=6, finish_reason="eos"))
+            out.append(Completion(prompt_tokens=4, samples=samples))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class StepScorer:
+    """Scores step `w<i>` by WEIGHTS[i] and an answer step by 0.5."""
+
+    WEIGHTS = {0: 0.9, 1: 0.2, 2: 0.3, 3: 0.3}
+
+    def __init__(self) -> None:
+        self.items = 0
+
+    def score(self, items):
+        self.items += len(items)
+        out = []
+        for _, steps in items:
+            out.append([self.WEIGHTS[int(s[1:])] if s.startswith("w") else 0.5 for s in steps])
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_weighted_vote_and_best_of_n_read_the_prm_scores_of_the_pool(tmp_path):
+    problems = [Problem(id=f"q{i}", question=f"{i}", answer="7") for i in range(3)]
+    plan = EvaluationPlan(
+        fmt=FMT,
+        strategies=["majority_vote", "weighted_vote", "best_of_n"],
+        budgets=[1, 2, 4],
+        sampling=SAMPLING,
+        cost=COST,
+        aggregation="min",
+        prm_cost=PRM_COST,
+    )
+    scorer = StepScorer()
+    points = evaluate_policy(
+        problems, tmp_path, plan, lambda: PoolBackend(), lambda: scorer, log=lambda _: None
+    )["points"]
+    by_key = {(p["strategy"], p["budget"]): p for p in points}
+    # Whole pool: majority picks 9 (wrong); min-aggregated scores 0.5, 0.2, 0.3, 0.3 make the
+    # weighted vote 7 (0.5) vs 9 (0.6) -> 9, and best-of-n 7 (0.5 is the single best).
+    assert by_key["majority_vote", 4]["accuracy"] == 0.0
+    assert by_key["weighted_vote", 4]["accuracy"] == 0.0
+    assert by_key["best_of_n", 4]["accuracy"] == 1.0
+    # n = 1: each vote picks one random sample; sample 0 is the only right one.
+    for strategy in ("majority_vote", "weighted_vote", "best_of_n"):
+        assert by_key[strategy, 1]["accuracy"] == pytest.approx(0.25)
+    assert scorer.items == 3 * 4  # every sample scored once
+    stored = ResultStore(store_path(tmp_path, "samples-n4-prm")).read()
+    assert stored[0]["step_scores"] == [[0.9, 0.5], [0.2, 0.5], [0.3, 0.5], [0.3, 0.5]]
+    # Full FLOPs add the PRM reading n of the 4 samples (prompt 4 + 6 tokens each).
+    for n in (1, 2, 4):
+        majority, weighted = by_key["majority_vote", n], by_key["weighted_vote", n]
+        assert weighted["flops_paper"] == majority["flops_paper"]
+        assert weighted["flops_full"] - majority["flops_full"] == pytest.approx(
+            n * forward_flops(PRM_COST, 10)
+        )
+    # A second run scores nothing again.
+    again = StepScorer()
+    evaluate_policy(problems, tmp_path, plan, lambda: PoolBackend(), lambda: again, lambda _: None)
+    assert again.items == 0
+
+
+def tree_plan(**overrides) -> EvaluationPlan:
+    values = dict(
+        fmt=FMT,
+        strategies=["rebase", "beam_search"],
+        budgets=[1],
+        sampling=SAMPLING,
+        cost=COST,
+        search=settings(max_depth=3, beam_width=2),
+        search_budgets={"rebase": [2, 4], "beam_search": [4]},
+        prm_cost=PRM_COST,
+    )
+    values.update(overrides)
+    return EvaluationPlan(**values)
+
+
+def answer_at_depth_two(question: str, path: str) -> str | None:
+    return "answer" if path.count(".") == 1 else None
+
+
+def test_tree_searches_are_stored_per_question_and_resumed(tmp_path):
+    problems = [Problem(id=f"id-{q}", question=q, answer=q) for q in ("3", "5", "8")]
+    backend = ScriptedBackend(answer_at_depth_two)
+    plan = tree_plan(search_limit=2)
+    points = evaluate_policy(
+        problems[:1], tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
+    )["points"]
+    assert [(p["strategy"], p["budget"]) for p in points] == [
+        ("rebase", 2),
+        ("rebase", 4),
+        ("beam_search", 4),
+    ]
+    first = {n: ResultStore(store_path(tmp_path, n)).read() for n in ("rebase-b2", "rebase-b4")}
+    record = first["rebase-b4"][0]
+    # Every solution states the question as its answer, so all are right and in one class.
+    assert record["correct"] and record["chosen"] == 0 and len(record["solutions"]) == 4
+    assert all(s["answer"] == "3" for s in record["solutions"])
+    # A second run with more questions searches only the new one (search_limit = 2).
+    backend.calls.clear()
+    points = evaluate_policy(
+        problems, tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
+    )["points"]
+    searched = {ScriptedBackend._parse(r.prompt)[0] for call in backend.calls for r in call}
+    assert searched == {"5"}
+    for name, records in first.items():
+        stored = ResultStore(store_path(tmp_path, name)).read()
+        assert stored[0] == records[0] and [r["id"] for r in stored] == ["id-3", "id-5"]
+    assert all(p["accuracy"] == 1.0 for p in points)
+
+
+def test_tree_search_flops_count_every_node_and_every_prm_read(tmp_path):
+    problem = Problem(id="id-3", question="3", answer="4")  # every solution answers 3: wrong
+    backend = ScriptedBackend(answer_at_depth_two)
+    plan = tree_plan(strategies=["rebase"], search_budgets={"rebase": [2]})
+    point = evaluate_policy(
+        [problem], tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
+    )["points"][0]
+    record = ResultStore(store_path(tmp_path, "rebase-b2")).read()[0]
+    assert point["accuracy"] == 0.0 and record["correct"] is False and record["chosen"] == 0
+    # Width 2: two depth-1 nodes (paths 0, 1), each expanded once at depth 2 (paths 0.0, 1.0).
+    prompt = len(FMT.prompt("3").split())
+    node_tokens = {"0": 2, "1": 3, "0.0": 3, "1.0": 3}  # scripted: depth + index + 1
+    assert record["nodes"] == 4 and record["tokens"] == sum(node_tokens.values())
+    assert point["flops_paper"] == sum(node_tokens.values()) * 2 * COST.total
+    policy = (
+        forward_flops(COST, prompt)
+        + forward_flops(COST, 2, prompt)
+        + forward_flops(COST, 3, prompt)
+        + forward_flops(COST, 3, prompt + 2)
+        + forward_flops(COST, 3, prompt + 3)
+    )
+    prm = sum(
+        forward_flops(PRM_COST, n) for n in (prompt + 2, prompt + 3, prompt + 2 + 3, prompt + 3 + 3)
+    )
+    assert point["flops_full"] == policy + prm
+    assert not math.isnan(point["stderr"])
+
+
+def test_prm_strategies_without_a_scorer_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="need a PRM scorer"):
+        evaluate_policy([], tmp_path, tree_plan(), lambda: None, None, lambda _: None)
