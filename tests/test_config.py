@@ -156,12 +156,12 @@ def test_wrong_type_is_refused_naming_the_field(section, value, field):
             "evaluation.strategies",
             "named twice",
         ),
-        ("evaluation", {"strategies": ["rebase"]}, "(top level)", "need a PRM"),
-        ("prm", {}, "prm", "either `labels`"),
+        ("prm", None, "(top level)", "need a PRM: add a `prm` section"),
+        ("prm", {"labels": None}, "prm", "either `labels`"),
         ("prm", {"labels": {"policy": "XL"}}, "(top level)", "'XL' is not a policy"),
         (
             "prm",
-            {"dataset": {"source": "gsm8k", "path": "x.jsonl"}, "init_from": "m"},
+            {"labels": None, "dataset": {"source": "gsm8k", "path": "x.jsonl"}, "init_from": "m"},
             "prm",
             "math_shepherd",
         ),
@@ -230,7 +230,8 @@ def test_policy_head_dim_in_supported_set_is_accepted(hidden_size, num_heads):
     raw = raw_config(
         policies=[
             {"name": "p", "hidden_size": hidden_size, "num_layers": 2, "num_heads": num_heads}
-        ]
+        ],
+        prm={"labels": {"policy": "p"}, "init_from": "p"},
     )
     config = parse_config(raw, base_dir=CONFIGS)
     assert config.policies[0].hidden_size // config.policies[0].num_heads in (32, 64, 128)

@@ -183,3 +183,12 @@ def test_tree_search_flops_count_every_node_and_every_prm_read(tmp_path):
 def test_prm_strategies_without_a_scorer_are_refused(tmp_path):
     with pytest.raises(ValueError, match="need a PRM scorer"):
         evaluate_policy([], tmp_path, tree_plan(), lambda: None, None, lambda _: None)
+
+
+def test_questions_share_a_backend_call_by_each_search_s_widest_round():
+    from inferscale.evaluation import round_width
+
+    # REBASE and beam search expand up to `budget` nodes per question per round; MCTS one node
+    # per question: its root's children, then two.
+    assert round_width("rebase", 16) == 16 and round_width("beam_search", 8) == 8
+    assert round_width("mcts", 32) == 4 and round_width("mcts", 8) == 2

@@ -120,6 +120,16 @@ def test_all_rollouts_go_to_the_backend_in_one_call_with_distinct_seeds():
     assert len(set(sample_seeds)) == len(sample_seeds) == 2 * 5 + 6 * 4
 
 
+def test_a_completer_makes_the_rollouts_and_the_policy_only_the_solutions():
+    policy, completer = ScriptedPolicy(), ScriptedPolicy()
+    records = label_solutions(
+        PROBLEMS, policy, FMT, 5, 4, 0.7, 0.9, 32, seed=7, completer=completer
+    )
+    assert records == label(ScriptedPolicy())
+    assert len(policy.calls) == 1 and all("Step" not in r.prompt for r in policy.calls[0])
+    assert len(completer.calls) == 1 and all("Step 1:" in r.prompt for r in completer.calls[0])
+
+
 def test_seeds_are_deterministic_and_do_not_depend_on_other_questions():
     first, again, alone, other_seed = (ScriptedPolicy() for _ in range(4))
     label(first)

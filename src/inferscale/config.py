@@ -146,6 +146,8 @@ class StepLabelConfig(Strict):
     it that reach the right answer."""
 
     policy: str | None = None  # a policy name; None: the first policy
+    # The policy whose rollouts label the steps (Math-Shepherd's completer); None: `policy`.
+    completer: str | None = None
     questions: Positive = 400
     heldout_questions: Positive = 100  # labelled the same way, kept out of PRM training
     samples_per_question: Positive = 4
@@ -331,16 +333,24 @@ class ExperimentConfig(Strict):
             raise ValueError(f"strategies {needing} need a PRM: add a `prm` section")
         if self.prm is not None and self.prm.labels is not None:
             names = [p.name for p in self.policies]
-            if self.prm.labels.policy is not None and self.prm.labels.policy not in names:
-                raise ValueError(
-                    f"prm.labels.policy {self.prm.labels.policy!r} is not a policy; one of {names}"
-                )
+            for role in ("policy", "completer"):
+                name = getattr(self.prm.labels, role)
+                if name is not None and name not in names:
+                    raise ValueError(f"prm.labels.{role} {name!r} is not a policy; one of {names}")
         return self
 
     @property
     def labelling_policy(self) -> PolicyConfig:
         assert self.prm is not None and self.prm.labels is not None
         name = self.prm.labels.policy or self.policies[0].name
+        return next(p for p in self.policies if p.name == name)
+
+    @property
+    def completer_policy(self) -> PolicyConfig:
+        assert self.prm is not None and self.prm.labels is not None
+        name = self.prm.labels.completer
+        if name is None:
+            return self.labelling_policy
         return next(p for p in self.policies if p.name == name)
 
     @property

@@ -23,6 +23,7 @@ from inferscale.generation.base import Backend, Completion, Request
 from inferscale.grading import answer_classes, extract_answer, is_equivalent
 from inferscale.results import ResultStore
 from inferscale.scaling.subsets import QuestionPool, accuracy_curve, pass_at_k
+from inferscale.search.mcts import CHILDREN_BELOW_ROOT, root_children
 from inferscale.search.registry import TREE_STRATEGIES
 from inferscale.search.tree import Aggregation, Scorer, SearchResult, SearchSettings, aggregate
 from inferscale.search.voting import weighted_vote
@@ -317,6 +318,13 @@ def run_tree_search(
     return len(pending)
 
 
+def round_width(strategy: str, budget: int) -> int:
+    """The most sequences one question asks of the backend in one round of a tree search."""
+    if strategy == "mcts":
+        return max(root_children(budget), CHILDREN_BELOW_ROOT)
+    return budget
+
+
 def tree_point(records: list[dict], strategy: str, budget: int) -> dict:
     accuracy, stderr = _mean_and_stderr([float(r["correct"]) for r in records])
     return {
@@ -447,7 +455,7 @@ def evaluate_policy(
                     backend(),
                     scorer(),
                     plan.search,  # type: ignore[arg-type]
-                    max(1, plan.sampling.batch_size // budget),
+                    max(1, plan.sampling.batch_size // round_width(strategy, budget)),
                     lambda p, r: tree_record(
                         p,
                         r,

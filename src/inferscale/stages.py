@@ -176,6 +176,7 @@ def _prm_stages(
                 "generation": generation,
                 "format": config.data.format.model_dump(),
                 "model": sft[policy.name].key,
+                "completer": sft[config.completer_policy.name].key,
                 "data": data.key,
                 "seed": config.seed,
                 "code": code_version(STAGE_CODE["label_steps"]),

@@ -63,14 +63,17 @@ def label_solutions(
     seed: int,
     equivalent: Equivalence = is_equivalent,
     batch_size: int | None = None,
+    completer: Backend | None = None,
 ) -> list[StepLabelled]:
     """Sample solutions from the policy and label each step by rollouts from its prefix.
 
-    The backend is called twice over (solutions, then every rollout of every prefix of every
-    solution), each time with all requests at once, or in chunks of at most `batch_size`
-    sequences when given. Every sampled sequence gets its own seed: the question's seed (from
-    `seed` and the question id, so a question is labelled the same whatever its neighbours)
-    plus a running offset. Solutions without any step are dropped.
+    The rollouts come from `completer` when given (Math-Shepherd's completer: a model good
+    enough to finish a right prefix, so that a right step is seldom labelled wrong), else from
+    the policy itself. The backends are called twice over (solutions, then every rollout of
+    every prefix of every solution), each time with all requests at once, or in chunks of at
+    most `batch_size` sequences when given. Every sampled sequence gets its own seed: the
+    question's seed (from `seed` and the question id, so a question is labelled the same
+    whatever its neighbours) plus a running offset. Solutions without any step are dropped.
     """
     if samples_per_question < 1 or rollouts_per_step < 1:
         raise ValueError("samples_per_question and rollouts_per_step must be at least 1")
@@ -103,7 +106,7 @@ def label_solutions(
                 prompt = fmt.prompt(p.question) + fmt.solution(steps[:k])
                 rollout_requests.append(request(prompt, rollouts_per_step, next_seed))
                 next_seed += rollouts_per_step
-    rollouts = _generate(backend, rollout_requests, batch_size)
+    rollouts = _generate(completer or backend, rollout_requests, batch_size)
 
     correct_share: dict[_Prefix, float] = {}
     for prefix, completion in zip(prefixes, rollouts, strict=True):

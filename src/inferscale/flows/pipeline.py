@@ -75,11 +75,14 @@ def _train_prm(
     config = ctx.config
     labels_dir = None
     if config.prm.labels is not None:
-        policy = config.labelling_policy
-        if policy.name not in models:
-            failed["label_steps"] = f"not run: policy {policy.name} did not train"
+        policy, completer = config.labelling_policy, config.completer_policy
+        untrained = [p.name for p in (policy, completer) if p.name not in models]
+        if untrained:
+            failed["label_steps"] = f"not run: policy {untrained[0]} did not train"
             return None
-        state = label_steps_task(ctx, policy, models[policy.name], data_dir, return_state=True)
+        state = label_steps_task(
+            ctx, policy, models[policy.name], models[completer.name], data_dir, return_state=True
+        )
         if state.is_failed():
             failed["label_steps"] = state.result(raise_on_failure=False)
             return None

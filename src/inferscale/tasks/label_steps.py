@@ -35,8 +35,11 @@ def label_stats(records) -> dict:
 
 
 @task(name="label_steps", task_run_name="label_steps-{policy.name}", cache_policy=NO_CACHE)
-def label_steps_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data_dir: str) -> str:
-    """Step labels by rollouts from the policy on training questions (Math-Shepherd's way)."""
+def label_steps_task(
+    ctx: RunContext, policy: PolicyConfig, model_dir: str, completer_dir: str, data_dir: str
+) -> str:
+    """Step labels of the policy's solutions to training questions, by rollouts from the
+    completer (Math-Shepherd's way)."""
     artifact = ctx.plan.label_steps
     assert artifact is not None and ctx.config.prm is not None
     if ctx.reuse(artifact):
@@ -53,6 +56,7 @@ def label_steps_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data
         )
     stats = {}
     backend = load_backend(gen, model_dir)
+    completer = load_backend(gen, completer_dir) if completer_dir != model_dir else None
     try:
         with Timer() as timer:
             for name, problems in (
@@ -70,11 +74,14 @@ def label_steps_task(ctx: RunContext, policy: PolicyConfig, model_dir: str, data
                     max_new_tokens=gen.max_new_tokens,
                     seed=ctx.config.seed,
                     batch_size=gen.batch_size,
+                    completer=completer,
                 )
                 write_step_labels(artifact.path / name, records)
                 stats[name.removesuffix(".jsonl")] = label_stats(records)
     finally:
         backend.close()
+        if completer is not None:
+            completer.close()
     logger.info("labelled steps of %s in %.0f s: %s", policy.name, timer.seconds, stats)
     run = start_run(
         ctx.tracking, "label_steps", f"label_steps-{policy.name}", cfg.model_dump(), ctx.plan.root
