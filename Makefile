@@ -25,8 +25,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# rerun_overhead runs the experiment twice in a temporary directory; search_speed needs the
+# experiment's checkpoints, so the experiment is run (or found finished) here first.
 bench: $(STAMP)
-	$(BIN)/python bench/rerun_overhead.py
+	$(BIN)/python bench/rerun_overhead.py --config $(CONFIG)
+	$(BIN)/inferscale run $(CONFIG)
+	$(BIN)/python bench/search_speed.py --config $(CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
