@@ -15,8 +15,11 @@ from inferscale.stages import STAGE_CODE, STAGES, plan, stages_to_refresh
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_RAW = yaml.safe_load((CONFIGS / "default.yaml").read_text())
-ALL = {"prepare_data", "sft.S", "sft.L", "evaluate.S", "evaluate.L", "analyze"}
-SFT_DOWN = {"sft.S", "sft.L", "evaluate.S", "evaluate.L", "analyze"}
+# The default labels steps with S (L completing), starts the PRM from S, and evaluates both
+# policies with PRM strategies: the PRM sits between training and every evaluation.
+PRM_DOWN = {"label_steps", "train_prm", "evaluate.S", "evaluate.L", "analyze"}
+ALL = {"prepare_data", "sft.S", "sft.L", *PRM_DOWN}
+SFT_DOWN = {"sft.S", "sft.L", *PRM_DOWN}
 EVAL_DOWN = {"evaluate.S", "evaluate.L", "analyze"}
 
 
@@ -34,7 +37,12 @@ def make_config(base_dir: Path = CONFIGS, **updates):
 
 def keys(config) -> dict[str, str]:
     p = plan(config)
-    out = {"prepare_data": p.prepare_data.key, "analyze": p.analyze.key}
+    out = {
+        "prepare_data": p.prepare_data.key,
+        "label_steps": p.label_steps.key,
+        "train_prm": p.train_prm.key,
+        "analyze": p.analyze.key,
+    }
     out.update({f"sft.{name}": art.key for name, art in p.sft.items()})
     out.update({f"evaluate.{name}": art.key for name, art in p.evaluate.items()})
     return out
@@ -80,10 +88,14 @@ def test_plan_paths_are_stage_label_and_key_under_the_run_root(tmp_path):
     assert p.sft["S"].path == artifacts_dir / "sft" / f"S-{p.sft['S'].key}"
     assert p.evaluate["L"].path == artifacts_dir / "evaluate" / f"L-{p.evaluate['L'].key}"
     assert p.analyze.path == artifacts_dir / "analyze" / f"report-{p.analyze.key}"
+    assert p.label_steps.path == artifacts_dir / "label_steps" / f"S-{p.label_steps.key}"
+    assert p.train_prm.path == artifacts_dir / "train_prm" / f"prm-{p.train_prm.key}"
     assert [a.stage for a in p.all()] == [
         "prepare_data",
         "sft",
         "sft",
+        "label_steps",
+        "train_prm",
         "evaluate",
         "evaluate",
         "analyze",
@@ -101,15 +113,22 @@ def test_plan_paths_are_stage_label_and_key_under_the_run_root(tmp_path):
         ({"sft.learning_rate": 1e-3}, SFT_DOWN),
         ({"sft.max_steps": 301}, SFT_DOWN),
         ({"sft.num_processes": 4}, SFT_DOWN),
-        ({"policies.0.num_layers": 3}, {"sft.S", "evaluate.S", "analyze"}),
-        ({"policies.1.intermediate_size": 512}, {"sft.L", "evaluate.L", "analyze"}),
+        ({"policies.0.num_layers": 3}, {"sft.S", *PRM_DOWN}),
+        ({"policies.1.intermediate_size": 512}, {"sft.L", *PRM_DOWN}),
+        ({"prm.labels.rollouts_per_step": 3}, PRM_DOWN),
+        ({"prm.labels.completer": "S"}, PRM_DOWN),
+        ({"prm.max_steps": 10}, {"train_prm", *EVAL_DOWN}),
+        ({"prm.init_from": "L"}, {"train_prm", *EVAL_DOWN}),
+        ({"evaluation.search.limit": 5}, EVAL_DOWN),
+        ({"evaluation.aggregation": "min"}, EVAL_DOWN),
         ({"evaluation.budgets": [1, 2, 4, 8]}, EVAL_DOWN),
         ({"evaluation.seed": 99}, EVAL_DOWN),
         ({"evaluation.strategies": ["greedy"]}, EVAL_DOWN),
         ({"evaluation.limit": 10}, EVAL_DOWN),
         ({"generation.temperature": 0.7}, EVAL_DOWN),
-        ({"generation.max_new_tokens": 64}, EVAL_DOWN),
-        ({"generation.dtype": "bfloat16"}, EVAL_DOWN),
+        ({"generation.top_p": 0.9}, EVAL_DOWN),
+        ({"generation.max_new_tokens": 64}, PRM_DOWN),
+        ({"generation.dtype": "bfloat16"}, PRM_DOWN),
     ],
     ids=lambda v: ",".join(v) if isinstance(v, dict) else None,
 )
@@ -127,6 +146,7 @@ def test_changing_a_section_changes_its_stage_and_everything_downstream(
         {"generation.device": "cuda"},
         {"generation.batch_size": 1, "generation.threads": 16, "generation.device": "cuda:1"},
         {"sft.logging_steps": 1},
+        {"prm.batch_size": 7},
         {"sft.hostfile": "hosts.txt"},
         {"tracking.mode": "disabled"},
         {"output_dir": "elsewhere"},
@@ -155,10 +175,12 @@ def test_deepspeed_file_content_changes_sft_and_downstream_keys(tmp_path, defaul
     ("requested", "expected"),
     [
         (["prepare_data"], set(STAGES)),
-        (["sft"], {"sft", "evaluate", "analyze"}),
+        (["sft"], {"sft", "label_steps", "train_prm", "evaluate", "analyze"}),
+        (["label_steps"], {"label_steps", "train_prm", "evaluate", "analyze"}),
+        (["train_prm"], {"train_prm", "evaluate", "analyze"}),
         (["evaluate"], {"evaluate", "analyze"}),
         (["analyze"], {"analyze"}),
-        (["analyze", "sft"], {"sft", "evaluate", "analyze"}),
+        (["analyze", "sft"], {"sft", "label_steps", "train_prm", "evaluate", "analyze"}),
         ([], set()),
     ],
 )
@@ -272,7 +294,8 @@ def test_code_version_ignores_non_python_files(package_copy):
         ("data/steps.py", ALL),
         ("models/factory.py", SFT_DOWN),
         ("results.py", EVAL_DOWN),
-        ("generation/hf.py", EVAL_DOWN),
+        ("generation/hf.py", PRM_DOWN),  # labelling generates too
+        ("models/prm.py", {"train_prm", *EVAL_DOWN}),
         ("analysis.py", {"analyze"}),
         ("cli.py", set()),
     ],

@@ -23,6 +23,9 @@ OVERRIDES = {
     "data.arithmetic.test_size": 40,
     "evaluation.budgets": [1, 2, 4, 8],
     "generation.batch_size": 16,  # two questions of 8 samples per backend call
+    # The pool alone: tree searches resuming per question are tested in test_evaluation_prm.
+    "evaluation.strategies": ["greedy", "majority_vote"],
+    "prm": None,
 }
 
 

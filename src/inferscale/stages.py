@@ -49,6 +49,7 @@ STAGE_CODE = {
 }
 # Settings that change how fast a stage runs but not what it produces: kept out of keys.
 EVALUATION_SPEED_SETTINGS = {"batch_size", "threads", "device"}
+SAMPLING = {"temperature", "top_p"}
 
 
 def stages_to_refresh(requested: list[str]) -> frozenset[str]:
@@ -173,7 +174,8 @@ def _prm_stages(
             policy.name,
             {
                 "labels": prm.labels.model_dump(),
-                "generation": generation,
+                # The labels have their own sampling settings.
+                "generation": {k: v for k, v in generation.items() if k not in SAMPLING},
                 "format": config.data.format.model_dump(),
                 "model": sft[policy.name].key,
                 "completer": sft[config.completer_policy.name].key,

@@ -122,7 +122,7 @@ def evaluate_saved(model_dir: Path, eval_file: str, batch_size: int, device: str
 
 def train(spec: dict) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from inferscale.data.step_labels import read_step_labels
     from inferscale.data.steps import StepFormat
@@ -132,6 +132,7 @@ def train(spec: dict) -> None:
         collate_labelled,
         encode_labelled,
     )
+    from inferscale.models.sft import training_arguments
 
     spec = complete_spec(spec)
     torch.set_num_threads(spec["threads_per_rank"])
@@ -150,29 +151,7 @@ def train(spec: dict) -> None:
         raise ValueError(f"no step tag within max_length in {spec['train_file']}")
     model = AutoModelForCausalLM.from_pretrained(spec["init_model"])
     output_dir = Path(spec["output_dir"])
-    args = TrainingArguments(
-        output_dir=str(output_dir / "trainer"),
-        max_steps=spec["max_steps"],
-        per_device_train_batch_size=spec["per_device_batch_size"],
-        gradient_accumulation_steps=spec["gradient_accumulation_steps"],
-        learning_rate=spec["learning_rate"],
-        warmup_steps=spec["warmup_steps"],
-        lr_scheduler_type=spec["lr_scheduler"],
-        weight_decay=spec["weight_decay"],
-        max_grad_norm=1.0,
-        bf16=spec["bf16"],
-        logging_steps=spec["logging_steps"],
-        save_strategy="no",
-        report_to=spec["report_to"],
-        run_name=spec["run_name"],
-        deepspeed=spec["deepspeed_config"],
-        seed=spec["seed"],
-        data_seed=spec["seed"],
-        dataloader_num_workers=0,
-        use_cpu=spec["use_cpu"],
-        remove_unused_columns=False,
-        disable_tqdm=True,
-    )
+    args = training_arguments(spec)
     trainer = make_trainer_class()(
         model=model,
         args=args,

@@ -64,26 +64,12 @@ def load_model(spec: dict, tokenizer):
     return new_tiny_llama(config, seed=spec["seed"])
 
 
-def train(spec: dict) -> None:
-    import torch
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
+def training_arguments(spec: dict):
+    """The Trainer's arguments from a training spec (SFT's and the PRM's share these keys)."""
+    from transformers import TrainingArguments
 
-    from inferscale.data.records import read_problems
-    from inferscale.data.steps import StepFormat
-
-    torch.set_num_threads(spec.get("threads_per_rank", 1))
-    fmt = StepFormat(**spec["format"])
-    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
-    problems = read_problems(spec["train_file"])
-    examples = [
-        encode_example(tokenizer, fmt.prompt(p.question), fmt.solution(p.steps), spec["max_length"])
-        for p in problems
-        if p.steps
-    ]
-    model = load_model(spec, tokenizer)
-    output_dir = Path(spec["output_dir"])
-    args = TrainingArguments(
-        output_dir=str(output_dir / "trainer"),
+    return TrainingArguments(
+        output_dir=str(Path(spec["output_dir"]) / "trainer"),
         max_steps=spec["max_steps"],
         per_device_train_batch_size=spec["per_device_batch_size"],
         gradient_accumulation_steps=spec["gradient_accumulation_steps"],
@@ -105,6 +91,27 @@ def train(spec: dict) -> None:
         remove_unused_columns=False,
         disable_tqdm=True,
     )
+
+
+def train(spec: dict) -> None:
+    import torch
+    from transformers import AutoTokenizer, Trainer
+
+    from inferscale.data.records import read_problems
+    from inferscale.data.steps import StepFormat
+
+    torch.set_num_threads(spec.get("threads_per_rank", 1))
+    fmt = StepFormat(**spec["format"])
+    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
+    problems = read_problems(spec["train_file"])
+    examples = [
+        encode_example(tokenizer, fmt.prompt(p.question), fmt.solution(p.steps), spec["max_length"])
+        for p in problems
+        if p.steps
+    ]
+    model = load_model(spec, tokenizer)
+    output_dir = Path(spec["output_dir"])
+    args = training_arguments(spec)
     trainer = Trainer(
         model=model,
         args=args,
