@@ -275,10 +275,6 @@ class EvaluationConfig(Strict):
         return any(s in PRM_STRATEGIES for s in self.strategies)
 
     @property
-    def pool_strategies(self) -> list[str]:
-        return [s for s in self.strategies if s in POOL_STRATEGIES]
-
-    @property
     def tree_strategies(self) -> list[str]:
         return [s for s in self.strategies if s in TREE_STRATEGIES]
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,16 +28,25 @@ class Problem:
     meta: dict = field(default_factory=dict)
 
 
-def write_problems(path: str | Path, problems: list[Problem]) -> None:
+def write_records(path: str | Path, records: Sequence) -> None:
+    """Dataclass records as JSONL, written whole or not at all (via a temporary file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w") as f:
-        for p in problems:
-            f.write(json.dumps(asdict(p)) + "\n")
+        for r in records:
+            f.write(json.dumps(asdict(r)) + "\n")
     tmp.replace(path)
 
 
-def read_problems(path: str | Path) -> list[Problem]:
+def read_records(path: str | Path, record_type: type[T]) -> list[T]:
     with Path(path).open() as f:
-        return [Problem(**json.loads(line)) for line in f if line.strip()]
+        return [record_type(**json.loads(line)) for line in f if line.strip()]
+
+
+def write_problems(path: str | Path, problems: list[Problem]) -> None:
+    write_records(path, problems)
+
+
+def read_problems(path: str | Path) -> list[Problem]:
+    return read_records(path, Problem)

@@ -11,13 +11,12 @@ the same records so both scales train on one format.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inferscale.data.records import Problem
+from inferscale.data.records import Problem, read_records, write_records
 from inferscale.data.steps import StepFormat
 from inferscale.evaluation import sample_seed
 from inferscale.generation.base import Backend, Completion, Request
@@ -228,15 +227,8 @@ def from_math_shepherd(
 
 
 def write_step_labels(path: str | Path, records: Sequence[StepLabelled]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        for r in records:
-            f.write(json.dumps(asdict(r)) + "\n")
-    tmp.replace(path)
+    write_records(path, records)
 
 
 def read_step_labels(path: str | Path) -> list[StepLabelled]:
-    with Path(path).open() as f:
-        return [StepLabelled(**json.loads(line)) for line in f if line.strip()]
+    return read_records(path, StepLabelled)
