@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferscale.config import ConfigError, ExperimentConfig, load_config, parse_config
+from inferscale.config import (
+    ArithmeticData,
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    parse_config,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_RAW = yaml.safe_load((CONFIGS / "default.yaml").read_text())
@@ -183,6 +189,28 @@ def test_empty_levels_list_is_refused():
     lines = error_lines(config_error(raw_config(data={"arithmetic": {"levels": []}})))
     assert len(lines) == 1
     assert lines[0].startswith("data.arithmetic.levels: ")
+
+
+@pytest.mark.parametrize(
+    ("arithmetic", "says"),
+    [
+        ({"operations": ["+", "*"], "any_order": True}, "any_order needs operations that commute"),
+        ({"operations": ["+", "+"]}, "lists one twice"),
+        ({"operations": ["/"]}, "Input should be"),
+        ({"operations": []}, "at least 1 item"),
+    ],
+)
+def test_impossible_operations_are_refused(arithmetic, says):
+    lines = error_lines(config_error(raw_config(data={"arithmetic": arithmetic})))
+    assert len(lines) == 1
+    assert lines[0].startswith("data.arithmetic")
+    assert says in lines[0]
+
+
+def test_operations_that_commute_may_come_in_any_order():
+    for operations in (["+", "-"], ["-"], ["*"]):
+        data = ArithmeticData(operations=operations, any_order=True)
+        assert data.any_order and data.operations == operations
 
 
 def test_policy_with_both_hub_id_and_size_is_refused():

@@ -308,3 +308,60 @@ def test_swap_rate_reorders_commutative_steps_without_changing_questions():
             else:
                 assert step_b == step_a
     assert changed > 60
+
+
+def parse_step(step: str) -> tuple[int, str, int, int]:
+    left, op, right, equals, result = step.split()
+    assert equals == "="
+    return int(left), op, int(right), int(result)
+
+
+# Any order: every solution takes each operation of its question exactly once, in some order,
+# with right arithmetic from the start value, and reaches the left-to-right answer.
+@pytest.mark.parametrize("operations", [("+", "-"), ("+",), ("*",)])
+def test_any_order_solutions_apply_each_operation_once_and_agree(operations):
+    modulus = 37
+    problems = make_split(
+        "train", 300, [1, 2, 3, 4, 5], modulus, seed=4, answer_phrase=ANSWER,
+        operations=operations, any_order=True,
+    )
+    reordered = 0
+    for p in problems:
+        answer, in_order = recompute(p.question, modulus)
+        assert p.answer == str(answer)
+        assert p.steps[-1] == f"{ANSWER} {answer}"
+        tokens = p.question.split()
+        assert set(tokens[1::2]) <= set(operations)
+        value = int(tokens[0])
+        taken = []
+        for step in p.steps[:-1]:
+            left, op, right, result = parse_step(step)
+            assert left == value
+            assert result == OPS[op](value, right) % modulus
+            taken.append((op, str(right)))
+            value = result
+        assert value == answer
+        asked = list(zip(tokens[1::2], tokens[2::2], strict=True))
+        assert sorted(taken) == sorted(asked)
+        reordered += p.steps[:-1] != in_order
+    # Level >= 2 questions with distinct operations are reordered about (1 - 1/level!) of the time.
+    assert reordered > 100
+
+
+def test_any_order_keeps_the_questions_of_the_ordered_task():
+    kwargs = dict(answer_phrase=ANSWER, operations=("+", "-"))
+    ordered = make_split("train", 100, [2, 3, 4], 37, seed=1, **kwargs)
+    shuffled = make_split("train", 100, [2, 3, 4], 37, seed=1, any_order=True, **kwargs)
+    assert [p.question for p in ordered] == [p.question for p in shuffled]
+    assert [p.answer for p in ordered] == [p.answer for p in shuffled]
+
+
+def test_any_order_refuses_operations_that_do_not_commute():
+    with pytest.raises(ValueError, match="do not commute"):
+        make_split("train", 5, [2], 37, seed=0, answer_phrase=ANSWER, any_order=True)
+
+
+def test_operations_limit_the_question_space():
+    # Modulus 2, level 1, '+' only: 2 * 9 = 18 questions, too few for 20 distinct test ones.
+    with deadline(2), pytest.raises(ValueError, match="18 distinct questions"):
+        make_splits(50, 20, [1], 2, seed=0, answer_phrase=ANSWER, operations=("+",))

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inferscale.data.synthetic import operations_commute
 from inferscale.models.factory import SUPPORTED_HEAD_DIMS
 
 Positive = Annotated[int, Field(gt=0)]
@@ -60,6 +61,20 @@ class ArithmeticData(Strict):
     test_size: Positive = 200
     # Share of commutative steps written with swapped operands: more paths to one answer.
     swap_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    operations: Annotated[list[Literal["+", "-", "*"]], Field(min_length=1)] = ["+", "-", "*"]
+    # Solutions apply the operations in a random order: many paths through different values.
+    any_order: bool = False
+
+    @model_validator(mode="after")
+    def _orderable(self) -> ArithmeticData:
+        if len(set(self.operations)) != len(self.operations):
+            raise ValueError(f"operations {self.operations} lists one twice")
+        if self.any_order and not operations_commute(tuple(self.operations)):
+            raise ValueError(
+                f"any_order needs operations that commute, and {self.operations} do not "
+                "('+' and '-' do, or '*' alone); set any_order: false or drop an operation"
+            )
+        return self
 
 
 class DatasetRef(Strict):

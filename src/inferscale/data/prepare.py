@@ -25,7 +25,15 @@ def load_splits(data: DataConfig, seed: int) -> tuple[list[Problem], list[Proble
     if data.arithmetic is not None:
         a = data.arithmetic
         return make_splits(
-            a.train_size, a.test_size, a.levels, a.modulus, seed, fmt.answer_phrase, a.swap_rate
+            a.train_size,
+            a.test_size,
+            a.levels,
+            a.modulus,
+            seed,
+            fmt.answer_phrase,
+            a.swap_rate,
+            tuple(a.operations),
+            a.any_order,
         )
     train = load_problems(
         data.train.source, data.train.path, data.train.split, data.train.limit, data.train.subset

@@ -1,10 +1,12 @@
 """A synthetic multi-step arithmetic task with difficulty levels (the default experiment's data).
 
-A problem starts at a number in 0..M-1 and applies `level` operations `+ - *` by a digit 1-9,
-modulo M, left to right; its solution has one step per operation and a last step stating the
-answer. A step of a commutative operation is written with its operands in either order
-(`swap_rate`), so one answer has many reasoning paths, whose errors differ: the property that
-lets voting over samples beat the single most likely path (Wu et al., Theorems 1-2).
+A problem starts at a number in 0..M-1 and applies `level` operations (from `+ - *`) by a digit
+1-9, modulo M; its solution has one step per operation and a last step stating the answer.
+Left to right by default; with `any_order` (operations that commute, such as `+` and `-`) each
+solution applies them in a random order, so one answer has many reasoning paths through
+different intermediate values, whose errors differ: the property that lets voting over samples
+beat the single most likely path (Wu et al., Theorems 1-2). A step of a commutative operation
+may also be written with its operands swapped (`swap_rate`).
 
 Numbers are single tokens of the task's tokenizer, which keeps sequences short enough for tiny
 models to learn on a CPU in minutes.
@@ -32,6 +34,11 @@ def apply_operation(value: int, op: str, operand: int, modulus: int) -> int:
 COMMUTATIVE = ("+", "*")
 
 
+def operations_commute(operations: tuple[str, ...]) -> bool:
+    """Whether applying these operations in any order gives the same result (modulo M)."""
+    return set(operations) <= {"+", "-"} or set(operations) == {"*"}
+
+
 def make_problem(
     rng: random.Random,
     level: int,
@@ -39,18 +46,28 @@ def make_problem(
     answer_phrase: str,
     pid: str,
     swap_rate: float = 0.0,
+    operations: tuple[str, ...] = OPERATIONS,
+    any_order: bool = False,
 ) -> Problem:
-    value = rng.randrange(modulus)
-    question = [str(value)]
-    steps = []
+    if any_order and not operations_commute(operations):
+        raise ValueError(f"operations {operations} do not commute, so any_order would change answers")
+    start = rng.randrange(modulus)
+    question = [str(start)]
+    drawn = []
     for _ in range(level):
-        op, operand = rng.choice(OPERATIONS), rng.randint(1, 9)
-        result = apply_operation(value, op, operand, modulus)
+        op, operand = rng.choice(operations), rng.randint(1, 9)
         question += [op, str(operand)]
-        left, right = value, operand
         # Drawn for every commutative step, so the questions do not depend on swap_rate.
-        if op in COMMUTATIVE and rng.random() < swap_rate:
-            left, right = operand, value
+        swap = op in COMMUTATIVE and rng.random() < swap_rate
+        drawn.append((op, operand, swap))
+    # Drawn for every problem, so the questions do not depend on any_order either.
+    order_seed = rng.getrandbits(32)
+    if any_order:
+        drawn = random.Random(order_seed).sample(drawn, len(drawn))
+    value, steps = start, []
+    for op, operand, swap in drawn:
+        result = apply_operation(value, op, operand, modulus)
+        left, right = (operand, value) if swap else (value, operand)
         steps.append(f"{left} {op} {right} = {result}")
         value = result
     steps.append(f"{answer_phrase} {value}")
@@ -65,9 +82,9 @@ def make_problem(
     )
 
 
-def question_space(level: int, modulus: int) -> int:
+def question_space(level: int, modulus: int, operations: tuple[str, ...] = OPERATIONS) -> int:
     """How many distinct questions a level has."""
-    return modulus * (len(OPERATIONS) * 9) ** level
+    return modulus * (len(set(operations)) * 9) ** level
 
 
 def make_split(
@@ -80,6 +97,8 @@ def make_split(
     exclude: frozenset[str] = frozenset(),
     distinct: bool = False,
     swap_rate: float = 0.0,
+    operations: tuple[str, ...] = OPERATIONS,
+    any_order: bool = False,
 ) -> list[Problem]:
     """`size` problems with levels cycling through `levels`, deterministic by (seed, split).
 
@@ -90,7 +109,8 @@ def make_split(
     seen = set(exclude)
     while len(problems) < size:
         level = levels[len(problems) % len(levels)]
-        p = make_problem(rng, level, modulus, answer_phrase, f"{split}-{len(problems)}", swap_rate)
+        pid = f"{split}-{len(problems)}"
+        p = make_problem(rng, level, modulus, answer_phrase, pid, swap_rate, operations, any_order)
         if p.question in seen:
             continue
         if distinct:
@@ -107,21 +127,21 @@ def make_splits(
     seed: int,
     answer_phrase: str,
     swap_rate: float = 0.0,
+    operations: tuple[str, ...] = OPERATIONS,
+    any_order: bool = False,
 ) -> tuple[list[Problem], list[Problem]]:
     """Distinct test questions first, then training problems that never ask a test question."""
     for level in set(levels):
         wanted = -(-test_size * levels.count(level) // len(levels))
-        if wanted > question_space(level, modulus) // 2:
+        space = question_space(level, modulus, operations)
+        if wanted > space // 2:
             raise ValueError(
-                f"level {level} with modulus {modulus} has only {question_space(level, modulus)} "
-                f"distinct questions, too few for {wanted} test questions and a training set; "
-                "lower test_size or raise the modulus"
+                f"level {level} with modulus {modulus} has only {space} distinct questions, too "
+                f"few for {wanted} test questions and a training set; lower test_size or raise "
+                "the modulus"
             )
-    test = make_split(
-        "test", test_size, levels, modulus, seed, answer_phrase, distinct=True, swap_rate=swap_rate
-    )
+    task = {"swap_rate": swap_rate, "operations": operations, "any_order": any_order}
+    test = make_split("test", test_size, levels, modulus, seed, answer_phrase, distinct=True, **task)
     exclude = frozenset(p.question for p in test)
-    train = make_split(
-        "train", train_size, levels, modulus, seed, answer_phrase, exclude, swap_rate=swap_rate
-    )
+    train = make_split("train", train_size, levels, modulus, seed, answer_phrase, exclude, **task)
     return train, test
