@@ -88,8 +88,9 @@ def main() -> None:
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.generation_config.eos_token_id = None
-    backend = HFBackend(model, tokenizer, batch_size=max(map(int, args.batches.split(","))),
-                        show_progress=False)
+    backend = HFBackend(
+        model, tokenizer, batch_size=max(map(int, args.batches.split(","))), show_progress=False
+    )
     backend.eos_ids = set()
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = 2 * (params - model.model.embed_tokens.weight.numel())
@@ -120,18 +121,22 @@ def main() -> None:
         mean_context = args.prompt_tokens + (args.new_tokens - 1) / 2
         step_bytes = weight_bytes + batch * kv_bytes_per_token * mean_context
         bound = batch * measured_bw / step_bytes
-        rows.append({
-            "batch": batch,
-            "tokens": tokens,
-            "seconds": round(seconds, 4),
-            "tokens_per_second": round(tokens / seconds, 1),
-            "ms_per_step": round(1000 * seconds / args.new_tokens, 3),
-            "bound_tokens_per_second": round(bound, 1),
-            "share_of_bound": round(tokens / seconds / bound, 4),
-            "share_of_datasheet_bound": round(
-                tokens / seconds / (batch * datasheet_bw / step_bytes), 4
-            ) if datasheet_bw else None,
-        })
+        rows.append(
+            {
+                "batch": batch,
+                "tokens": tokens,
+                "seconds": round(seconds, 4),
+                "tokens_per_second": round(tokens / seconds, 1),
+                "ms_per_step": round(1000 * seconds / args.new_tokens, 3),
+                "bound_tokens_per_second": round(bound, 1),
+                "share_of_bound": round(tokens / seconds / bound, 4),
+                "share_of_datasheet_bound": round(
+                    tokens / seconds / (batch * datasheet_bw / step_bytes), 4
+                )
+                if datasheet_bw
+                else None,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
 
     result = {

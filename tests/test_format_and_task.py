@@ -322,8 +322,14 @@ def parse_step(step: str) -> tuple[int, str, int, int]:
 def test_any_order_solutions_apply_each_operation_once_and_agree(operations):
     modulus = 37
     problems = make_split(
-        "train", 300, [1, 2, 3, 4, 5], modulus, seed=4, answer_phrase=ANSWER,
-        operations=operations, any_order=True,
+        "train",
+        300,
+        [1, 2, 3, 4, 5],
+        modulus,
+        seed=4,
+        answer_phrase=ANSWER,
+        operations=operations,
+        any_order=True,
     )
     reordered = 0
     for p in problems:

@@ -50,7 +50,9 @@ def make_problem(
     any_order: bool = False,
 ) -> Problem:
     if any_order and not operations_commute(operations):
-        raise ValueError(f"operations {operations} do not commute, so any_order would change answers")
+        raise ValueError(
+            f"operations {operations} do not commute, so any_order would change answers"
+        )
     start = rng.randrange(modulus)
     question = [str(start)]
     drawn = []
@@ -141,7 +143,9 @@ def make_splits(
                 "the modulus"
             )
     task = {"swap_rate": swap_rate, "operations": operations, "any_order": any_order}
-    test = make_split("test", test_size, levels, modulus, seed, answer_phrase, distinct=True, **task)
+    test = make_split(
+        "test", test_size, levels, modulus, seed, answer_phrase, distinct=True, **task
+    )
     exclude = frozenset(p.question for p in test)
     train = make_split("train", train_size, levels, modulus, seed, answer_phrase, exclude, **task)
     return train, test
