@@ -44,7 +44,9 @@ def main() -> None:
     config["output_dir"] = str(work / "runs")
     deepspeed = Path(config.get("sft", {}).get("deepspeed", "deepspeed/zero2.json"))
     if not deepspeed.is_absolute():
-        config.setdefault("sft", {})["deepspeed"] = str(Path(args.config).parent / deepspeed)
+        # Absolute: the copy of the config lives in the temporary directory, not beside it.
+        beside = Path(args.config).resolve().parent
+        config.setdefault("sft", {})["deepspeed"] = str(beside / deepspeed)
     config_path = work / "experiment.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = {
