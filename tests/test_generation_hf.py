@@ -166,6 +166,23 @@ def test_seeded_samples_do_not_depend_on_batching(backend: HFBackend) -> None:
     assert len({sample.text for sample in alone.samples}) > 1
 
 
+# The samples of one request share one prefill of the prompt: each must come out as if its
+# prompt had been read on its own.
+def test_samples_sharing_a_prefill_equal_requests_read_alone(backend: HFBackend) -> None:
+    prompt, n = PROMPTS[1], 5
+    shared = backend.generate(
+        [Request(prompt, n=n, temperature=1.0, max_new_tokens=10, seed=3, stop=(" the",))]
+    )
+    alone = backend.generate(
+        [
+            Request(prompt, n=1, temperature=1.0, max_new_tokens=10, seed=3 + i, stop=(" the",))
+            for i in range(n)
+        ]
+    )
+    assert shared[0].samples == [c.samples[0] for c in alone]
+    assert len({s.text for s in shared[0].samples}) > 1
+
+
 def test_tiny_top_p_is_greedy(backend: HFBackend) -> None:
     requests = [
         Request(p, n=3, temperature=1.0, top_p=1e-6, max_new_tokens=10, seed=3) for p in PROMPTS

@@ -206,7 +206,16 @@ class HFBackend:
         device = self.model.device
         requests = [sequence.request for sequence in batch]
         steps = max(r.max_new_tokens for r in requests)
-        input_ids, attention_mask = left_pad([s.prompt_ids for s in batch], self.pad_id, device)
+        # The samples of one request share its prompt: prefill each prompt once, then give every
+        # sample a copy of its KV cache rows (a tree search asks for several children per node).
+        first_row: dict[int, int] = {}  # request index -> its row in the prefill
+        unique: list[list[int]] = []
+        for sequence in batch:
+            if sequence.request_index not in first_row:
+                first_row[sequence.request_index] = len(unique)
+                unique.append(sequence.prompt_ids)
+        expand = torch.tensor([first_row[s.request_index] for s in batch], device=device)
+        input_ids, attention_mask = left_pad(unique, self.pad_id, device)
         position_ids = position_ids_from_mask(attention_mask)
         temperature = torch.tensor([r.temperature for r in requests], device=device)
         top_p = torch.tensor([r.top_p for r in requests], device=device)
@@ -227,6 +236,10 @@ class HFBackend:
                 use_cache=True,
                 **self.forward_options,
             ).logits[:, -1, :]
+            if step == 0 and len(unique) < len(batch):
+                logits = logits[expand]
+                cache.reorder_cache(expand)
+                attention_mask, position_ids = attention_mask[expand], position_ids[expand]
             next_tokens = sample_tokens(logits, temperature, top_p, uniforms[:, step])
             for index, token in zip(active, next_tokens.tolist(), strict=True):
                 if results[index] is None:
