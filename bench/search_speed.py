@@ -8,6 +8,7 @@ more a token costs inside the tree search. Needs a finished experiment (its poli
 checkpoints): run `make run` first. Writes bench/results/search_speed.json.
 
     .venv/bin/python bench/search_speed.py [--config configs/default.yaml] [--policy S]
+    .venv/bin/python bench/search_speed.py --backend vllm --out bench/results/search_speed_vllm.json
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ def main() -> None:
     parser.add_argument("--policy", default=None, help="policy name (default: the first)")
     parser.add_argument("--widths", default="8,32")
     parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument(
+        "--backend",
+        choices=("hf", "vllm"),
+        default=None,
+        help="generate with this backend instead of the config's (the checkpoints stay the same)",
+    )
+    parser.add_argument(
+        "--kv-cache-gib",
+        type=float,
+        default=2.0,
+        help="vLLM's KV cache size, for --backend vllm on a CPU (default 2)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "search_speed.json"))
     args = parser.parse_args()
 
@@ -51,6 +64,9 @@ def main() -> None:
     fmt = step_format(config.data)
     gen, search = config.generation, config.evaluation.search
     problems = read_problems(p.prepare_data.path / TEST_FILE)[: args.questions]
+    if args.backend and args.backend != gen.backend:
+        vllm = gen.vllm.model_copy(update={"kv_cache_memory_bytes": int(args.kv_cache_gib * 2**30)})
+        gen = gen.model_copy(update={"backend": args.backend, "vllm": vllm})
     backend = load_backend(gen, p.sft[policy].path)
     scorer = PRMScorer.from_pretrained(
         p.train_prm.path, batch_size=config.prm.batch_size, threads=gen.threads

@@ -129,6 +129,8 @@ def test_plan_paths_are_stage_label_and_key_under_the_run_root(tmp_path):
         ({"generation.top_p": 0.9}, EVAL_DOWN),
         ({"generation.max_new_tokens": 64}, PRM_DOWN),
         ({"generation.dtype": "bfloat16"}, PRM_DOWN),
+        ({"generation.backend": "vllm"}, PRM_DOWN),
+        ({"generation.vllm.max_model_len": 256}, PRM_DOWN),
     ],
     ids=lambda v: ",".join(v) if isinstance(v, dict) else None,
 )
@@ -145,6 +147,13 @@ def test_changing_a_section_changes_its_stage_and_everything_downstream(
         {"generation.threads": 3},
         {"generation.device": "cuda"},
         {"generation.batch_size": 1, "generation.threads": 16, "generation.device": "cuda:1"},
+        {"generation.vllm.gpu_memory_utilization": 0.5},
+        {
+            "generation.vllm.tensor_parallel_size": 2,
+            "generation.vllm.kv_cache_memory_bytes": 2**30,
+            "generation.vllm.enable_prefix_caching": False,
+            "generation.vllm.enforce_eager": True,
+        },
         {"sft.logging_steps": 1},
         {"prm.batch_size": 7},
         {"sft.hostfile": "hosts.txt"},

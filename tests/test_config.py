@@ -207,6 +207,21 @@ def test_impossible_operations_are_refused(arithmetic, says):
     assert says in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("vllm", "field", "says"),
+    [
+        ({"gpu_memory_utilization": 1.5}, "generation.vllm.gpu_memory_utilization", "less than"),
+        ({"tensor_parallel_size": 0}, "generation.vllm.tensor_parallel_size", "greater than"),
+        ({"prefix_caching": True}, "generation.vllm.prefix_caching", "unknown key"),
+    ],
+)
+def test_impossible_vllm_options_are_refused(vllm, field, says):
+    lines = error_lines(config_error(raw_config(generation={"backend": "vllm", "vllm": vllm})))
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{field}: ")
+    assert says in lines[0]
+
+
 def test_operations_that_commute_may_come_in_any_order():
     for operations in (["+", "-"], ["-"], ["*"]):
         data = ArithmeticData(operations=operations, any_order=True)

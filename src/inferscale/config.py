@@ -203,15 +203,29 @@ class PRMConfig(Strict):
         return self
 
 
+class VLLMOptions(Strict):
+    """Engine settings of the vLLM backend (`generation.backend: vllm`)."""
+
+    tensor_parallel_size: Positive = 1
+    # On vLLM's CPU build this is the share of the machine's memory it reserves.
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # The KV cache's size in bytes, instead of sizing it from gpu_memory_utilization.
+    kv_cache_memory_bytes: Positive | None = None
+    max_model_len: Positive | None = None  # None: the model's own
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False  # True skips compilation and CUDA graphs: slower, starts sooner
+
+
 class GenerationConfig(Strict):
-    backend: Literal["hf"] = "hf"
-    device: str = "cpu"
+    backend: Literal["hf", "vllm"] = "hf"
+    device: str = "cpu"  # the hf backend's; vLLM runs where its build runs
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: Positive = 256
     threads: Positive | None = None
     max_new_tokens: Positive = 128
     temperature: Annotated[float, Field(ge=0)] = 1.0
     top_p: Probability = 1.0
+    vllm: VLLMOptions = VLLMOptions()
 
 
 class FlopsConfig(Strict):

@@ -48,7 +48,18 @@ STAGE_CODE = {
     "analyze": ("analysis",),
 }
 # Settings that change how fast a stage runs but not what it produces: kept out of keys.
-EVALUATION_SPEED_SETTINGS = {"batch_size", "threads", "device"}
+EVALUATION_SPEED_SETTINGS = {
+    "batch_size": True,
+    "threads": True,
+    "device": True,
+    "vllm": {
+        "tensor_parallel_size",
+        "gpu_memory_utilization",
+        "kv_cache_memory_bytes",
+        "enable_prefix_caching",
+        "enforce_eager",
+    },
+}
 SAMPLING = {"temperature", "top_p"}
 
 

