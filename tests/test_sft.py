@@ -11,7 +11,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inferscale.config import parse_config
 from inferscale.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_data, step_format
-from inferscale.models.launch import TrainingFailed, run_sft, sft_spec
+from inferscale.models.launch import (
+    SHM,
+    TrainingFailed,
+    remove_shared_buffers,
+    run_sft,
+    sft_spec,
+)
 from inferscale.models.sft import IGNORE_INDEX, encode_example, pad_batch
 from inferscale.tracking.offline import find_runs, read_run
 from inferscale.tracking.wandb_runs import TrackingSettings, wandb_env
@@ -64,7 +70,10 @@ def test_two_rank_deepspeed_sft_trains_and_logs_to_wandb(tmp_path):
     tracking = TrackingSettings(project="inferscale", group="sft-test")
     env = wandb_env(tracking, "sft", "sft-A", tmp_path)
 
+    buffers_before = set(SHM.glob("deepspeed_allreduce_buffer_*"))
     summary = run_sft(spec, config.sft, env, tmp_path / "train.log")
+    # DeepSpeed's CPU all-reduce leaves one shared buffer per rank; the launcher removes them.
+    assert set(SHM.glob("deepspeed_allreduce_buffer_*")) <= buffers_before
 
     assert summary["engine"] == "DeepSpeedEngine"
     assert summary["world_size"] == 2 and summary["zero_stage"] == 2
@@ -81,6 +90,21 @@ def test_two_rank_deepspeed_sft_trains_and_logs_to_wandb(tmp_path):
     logged = [row["train/loss"] for row in run.history if "train/loss" in row]
     assert logged == pytest.approx(losses, rel=1e-4)
     assert run.summary["train/global_step"] == 12
+
+
+def test_only_the_runs_own_shared_buffers_are_removed(tmp_path):
+    names = [
+        "deepspeed_allreduce_buffer_0_127.0.0.1_29533_0",
+        "deepspeed_allreduce_buffer_0_127.0.0.1_29533_1",
+        "deepspeed_allreduce_buffer_0_127.0.0.1_295330_0",
+        "deepspeed_allreduce_buffer_0_127.0.0.1_1295_0",
+        "psm_29533",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    remove_shared_buffers(29533, shm=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+    remove_shared_buffers(29533, shm=tmp_path)  # nothing left to remove is fine
 
 
 def test_a_failing_launch_raises_with_the_log_tail(tmp_path):

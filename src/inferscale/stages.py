@@ -57,6 +57,7 @@ EVALUATION_SPEED_SETTINGS = {
         "gpu_memory_utilization",
         "kv_cache_memory_bytes",
         "enable_prefix_caching",
+        "enable_chunked_prefill",
         "enforce_eager",
     },
 }

@@ -20,6 +20,8 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+import psutil
+
 from inferscale.generation.base import Completion, Request, Sample
 
 # vLLM logs every engine step at INFO; a worker keeps to warnings unless the user says otherwise.
@@ -92,17 +94,23 @@ def _serve(conn, engine_options: dict) -> None:
                     )
                     owner.append(index)
             outputs = llm.generate(prompts, params, use_tqdm=False)
-            completions = [Completion(prompt_tokens=0, samples=[]) for _ in requests]
+            samples: list[list[Sample]] = [[] for _ in requests]
+            prompt_tokens = [0] * len(requests)
             for index, output in zip(owner, outputs, strict=True):
-                completion = completions[index]
-                completions[index] = Completion(
-                    prompt_tokens=len(output.prompt_token_ids),
-                    samples=[*completion.samples, to_sample(output.outputs[0])],
-                )
+                samples[index].append(to_sample(output.outputs[0]))
+                prompt_tokens[index] = len(output.prompt_token_ids)
+            completions = [Completion(*pair) for pair in zip(prompt_tokens, samples, strict=True)]
             conn.send(("ok", completions))
         except BaseException:  # noqa: BLE001 - the parent raises it
             conn.send(("error", traceback.format_exc()))
     conn.close()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 class VLLMBackend:
@@ -120,6 +128,7 @@ class VLLMBackend:
         kv_cache_memory_bytes: int | None = None,
         max_model_len: int | None = None,
         enable_prefix_caching: bool = True,
+        enable_chunked_prefill: bool | None = None,
         enforce_eager: bool = False,
         seed: int = 0,
     ) -> None:
@@ -136,6 +145,8 @@ class VLLMBackend:
         }
         if kv_cache_memory_bytes is not None:
             options["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+        if enable_chunked_prefill is not None:
+            options["enable_chunked_prefill"] = enable_chunked_prefill
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         # Not a daemon: vLLM's engine starts processes of its own, which daemons may not.
@@ -168,6 +179,7 @@ class VLLMBackend:
             kv_cache_memory_bytes=v.kv_cache_memory_bytes,
             max_model_len=v.max_model_len,
             enable_prefix_caching=v.enable_prefix_caching,
+            enable_chunked_prefill=v.enable_chunked_prefill,
             enforce_eager=v.enforce_eager,
             seed=seed,
         )
@@ -197,9 +209,10 @@ class VLLMBackend:
             return
         process.join(timeout=60)
         if process.is_alive():
-            process.terminate()
-            process.join(timeout=30)
-        if process.is_alive():
+            # vLLM's engine processes would outlive a killed worker, holding their memory.
+            for child in _descendants(process.pid):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
             process.kill()
             process.join()
         self._conn.close()

@@ -19,6 +19,9 @@ SFT_MODULE = "inferscale.models.sft"
 PRM_MODULE = "inferscale.models.prm_train"
 
 
+SHM = Path("/dev/shm")
+
+
 class TrainingFailed(RuntimeError):
     pass
 
@@ -27,6 +30,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def shared_buffers(port: int, shm: Path = SHM) -> list[Path]:
+    """The shared-memory buffers DeepSpeed's CPU all-reduce made for a run on `port`."""
+    return sorted(shm.glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+
+
+def remove_shared_buffers(port: int, shm: Path = SHM) -> None:
+    """DeepSpeed's CPU communication op leaves a buffer per rank in /dev/shm (about 70 MB
+    each) when its processes exit; without this, every training run would leak them."""
+    for path in shared_buffers(port, shm):
+        path.unlink(missing_ok=True)
 
 
 def sft_spec(
@@ -89,13 +104,13 @@ class LaunchSettings(Protocol):
     def threads_per_process(self) -> int: ...
 
 
-def launcher_command(launch: LaunchSettings, module: str, spec_path: Path) -> list[str]:
+def launcher_command(launch: LaunchSettings, module: str, spec_path: Path, port: int) -> list[str]:
     launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or shutil.which(
         "deepspeed"
     )
     if launcher is None:
         raise TrainingFailed("the `deepspeed` launcher is not on PATH; install the package deps")
-    cmd = [launcher, "--num_gpus", str(launch.num_processes), "--master_port", str(free_port())]
+    cmd = [launcher, "--num_gpus", str(launch.num_processes), "--master_port", str(port)]
     if launch.num_nodes > 1:
         cmd += ["--num_nodes", str(launch.num_nodes), "--hostfile", str(launch.hostfile)]
     return cmd + ["--module", module, "--spec", str(spec_path)]
@@ -121,13 +136,18 @@ def run_training(
     if launch.use_cpu:
         full_env["DS_ACCELERATOR"] = "cpu"
     full_env.setdefault("OMP_NUM_THREADS", str(launch.threads_per_process))
-    with log_path.open("w") as log:
-        proc = subprocess.run(
-            launcher_command(launch, module, spec_path),
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    port = free_port()
+    try:
+        with log_path.open("w") as log:
+            proc = subprocess.run(
+                launcher_command(launch, module, spec_path, port),
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+    finally:
+        if launch.use_cpu:
+            remove_shared_buffers(port)
     summary_path = output_dir / summary_name
     if proc.returncode != 0 or not summary_path.is_file():
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
