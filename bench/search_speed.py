@@ -132,6 +132,8 @@ def main() -> None:
         row["ratio"] = row["rebase_s_per_token"] / row["best_of_n_s_per_token"]
         rows.append(row)
         print(json.dumps(row), flush=True)
+    backend.close()
+    scorer.close()
     result = {
         "policy": policy,
         "backend": gen.backend,

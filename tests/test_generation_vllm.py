@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,27 @@ def test_close_ends_the_worker(model_dir: Path) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         backend.generate([Request(PROMPTS[0])])
     backend.close()  # a second close does nothing
+
+
+# The worker is not a daemon (vLLM spawns processes of its own), so an interpreter that never
+# called close must still end it at exit instead of waiting on it forever.
+def test_a_backend_left_open_does_not_hold_up_the_interpreter_exit(model_dir: Path) -> None:
+    require_vllm()
+    script = textwrap.dedent(
+        f"""
+        from inferscale.generation.base import Request
+        from inferscale.generation.vllm_backend import VLLMBackend
+
+        if __name__ == "__main__":
+            backend = VLLMBackend(
+                {str(model_dir)!r}, dtype="float32", kv_cache_memory_bytes={KV_CACHE_BYTES},
+                enforce_eager=True, enable_chunked_prefill=False,
+            )
+            print(len(backend.generate([Request("the cat", max_new_tokens=3)])))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1" in done.stdout.splitlines()  # vLLM's shutdown lines may follow it

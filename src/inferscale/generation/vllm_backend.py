@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import traceback
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 
@@ -113,6 +114,21 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _close_worker(conn, process) -> None:
+    """Ask the worker to stop; kill it and its engine processes if it does not."""
+    with contextlib.suppress(BrokenPipeError, OSError):  # the worker may be gone already
+        conn.send(("close",))
+    process.join(timeout=60)
+    if process.is_alive():
+        # vLLM's engine processes would outlive a killed worker, holding their memory.
+        for child in _descendants(process.pid):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        process.kill()
+        process.join()
+    conn.close()
+
+
 class VLLMBackend:
     """Generation with vLLM in a spawned worker process; `close` frees all its memory."""
 
@@ -153,6 +169,8 @@ class VLLMBackend:
         self._process = context.Process(target=_serve, args=(child, options), name="vllm-worker")
         self._process.start()
         child.close()
+        # Also at interpreter exit: the worker is not a daemon, so exit would wait on it forever.
+        self._finalizer = weakref.finalize(self, _close_worker, self._conn, self._process)
         if not self._conn.poll(START_TIMEOUT_S):
             self._stop()
             raise VLLMUnavailable(f"vLLM did not start within {START_TIMEOUT_S} s for {model_dir}")
@@ -204,23 +222,9 @@ class VLLMBackend:
         return payload
 
     def _stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.join(timeout=60)
-        if process.is_alive():
-            # vLLM's engine processes would outlive a killed worker, holding their memory.
-            for child in _descendants(process.pid):
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            process.kill()
-            process.join()
-        self._conn.close()
+        self._finalizer()
+        self._process = None
 
     def close(self) -> None:
         """End the worker process, which frees everything the model held."""
-        if self._process is None:
-            return
-        with contextlib.suppress(BrokenPipeError, OSError):  # the worker may be gone already
-            self._conn.send(("close",))
         self._stop()
