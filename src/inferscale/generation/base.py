@@ -23,6 +23,16 @@ class Request:
     seed: int = 0  # sample i of this request uses seed + i
 
 
+def validate_request(request: Request) -> None:
+    """Refuse a request no backend can serve, before any work starts."""
+    if request.n < 1 or request.max_new_tokens < 1:
+        raise ValueError(f"n and max_new_tokens must be at least 1: {request}")
+    if request.temperature < 0 or not 0 < request.top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1: {request}")
+    if "" in request.stop:
+        raise ValueError(f"an empty stop string would stop every sample at once: {request}")
+
+
 @dataclass(frozen=True)
 class Sample:
     text: str  # the stop string included, so a step keeps its tag

@@ -24,7 +24,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from inferscale.generation.base import Completion, Request, Sample
+from inferscale.generation.base import Completion, Request, Sample, validate_request
 
 MIN_BATCHES_FOR_PROGRESS = 4
 COMPACT_AT_FINISHED_FRACTION = 0.25
@@ -117,15 +117,6 @@ def text_decoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[int]], st
     return partial(tokenizer.decode, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
-def _validate(request: Request) -> None:
-    if request.n < 1 or request.max_new_tokens < 1:
-        raise ValueError(f"n and max_new_tokens must be at least 1: {request}")
-    if request.temperature < 0 or not 0 < request.top_p <= 1:
-        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1: {request}")
-    if "" in request.stop:
-        raise ValueError(f"an empty stop string would stop every sample at once: {request}")
-
-
 class HFBackend:
     """Generation with a transformers causal LM, batched across requests and samples."""
 
@@ -171,7 +162,7 @@ class HFBackend:
         if not requests:
             return []
         for request in requests:
-            _validate(request)
+            validate_request(request)
         prompt_ids = self.tokenizer([r.prompt for r in requests])["input_ids"]
         if any(len(ids) == 0 for ids in prompt_ids):
             raise ValueError("a prompt tokenizes to no tokens; the model needs at least one")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from inferscale.generation.base import Completion, Request, Sample
+from inferscale.generation.base import Completion, Request, Sample, validate_request
 
 # vLLM logs every engine step at INFO; a worker keeps to warnings unless the user says otherwise.
 DEFAULT_LOGGING_LEVEL = "WARNING"
@@ -32,15 +32,6 @@ START_TIMEOUT_S = 900
 
 class VLLMUnavailable(RuntimeError):
     """vLLM cannot be imported or its engine cannot start."""
-
-
-def _validate(request: Request) -> None:
-    if request.n < 1 or request.max_new_tokens < 1:
-        raise ValueError(f"n and max_new_tokens must be at least 1: {request}")
-    if request.temperature < 0 or not 0 < request.top_p <= 1:
-        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1: {request}")
-    if "" in request.stop:
-        raise ValueError(f"an empty stop string would stop every sample at once: {request}")
 
 
 def to_sample(output) -> Sample:
@@ -206,7 +197,7 @@ class VLLMBackend:
         if not requests:
             return []
         for request in requests:
-            _validate(request)
+            validate_request(request)
         if self._process is None:
             raise RuntimeError("this vLLM backend is closed")
         self._conn.send(("generate", [asdict(r) for r in requests]))
