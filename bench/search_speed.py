@@ -73,7 +73,10 @@ def main() -> None:
         gen = gen.model_copy(update={"backend": args.backend, "vllm": vllm})
     backend = load_backend(gen, p.sft[policy].path)
     scorer = PRMScorer.from_pretrained(
-        p.train_prm.path, batch_size=config.prm.batch_size, threads=gen.threads
+        p.train_prm.path,
+        batch_size=config.prm.batch_size,
+        cache_bytes=config.prm.cache_bytes,
+        threads=gen.threads,
     )
     settings = SearchSettings(
         fmt=fmt,

@@ -60,11 +60,13 @@ def tokenizer_for(records: list[StepLabelled]) -> PreTrainedTokenizerFast:
     return build_tokenizer(corpus, MODULUS)
 
 
-def save_tiny_model(directory: Path, tokenizer, hidden_size: int = 64, seed: int = 0) -> Path:
-    """A randomly initialised one-layer Llama and its tokenizer, as a PRM's starting point."""
+def save_tiny_model(
+    directory: Path, tokenizer, hidden_size: int = 64, seed: int = 0, num_layers: int = 1
+) -> Path:
+    """A randomly initialised tiny Llama and its tokenizer, as a PRM's starting point."""
     config = tiny_llama_config(
         hidden_size=hidden_size,
-        num_layers=1,
+        num_layers=num_layers,
         num_heads=hidden_size // 32,
         intermediate_size=2 * hidden_size,
         tokenizer=tokenizer,

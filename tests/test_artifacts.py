@@ -156,6 +156,7 @@ def test_changing_a_section_changes_its_stage_and_everything_downstream(
         },
         {"sft.logging_steps": 1},
         {"prm.batch_size": 7},
+        {"prm.cache_bytes": 0},
         {"sft.hostfile": "hosts.txt"},
         {"tracking.mode": "disabled"},
         {"output_dir": "elsewhere"},

@@ -180,38 +180,94 @@ def test_evaluate_step_scores_reads_last_and_min():
 # --- the scorer --------------------------------------------------------------------------------
 
 
-def test_scores_do_not_depend_on_batching_padding_or_what_follows(model_dir):
-    items = [(r.question, r.steps[:k]) for r in RECORDS for k in range(1, len(r.steps) + 1)]
-    rng = random.Random(1)
-    rng.shuffle(items)
-    scorers = [
-        PRMScorer.from_pretrained(
-            model_dir, batch_size=b, threads=1, good_token=" +", bad_token=" -"
-        )
-        for b in (1, 3, len(items))
+@pytest.fixture(scope="module")
+def two_layer_dir(tmp_path_factory, tokenizer):
+    """Two layers: a difference in the first layer's attention reaches the scores through the
+    second (with one layer, a last-bit change in attention mostly rounds away)."""
+    return save_tiny_model(tmp_path_factory.mktemp("prm-2"), tokenizer, num_layers=2)
+
+
+def all_prefixes(records):
+    return [(r.question, r.steps[:k]) for r in records for k in range(1, len(r.steps) + 1)]
+
+
+def scorer_for(model_dir, **options):
+    return PRMScorer.from_pretrained(
+        model_dir, threads=1, good_token=" +", bad_token=" -", **options
+    )
+
+
+def test_scores_do_not_depend_on_batching_padding_the_cache_or_what_follows(two_layer_dir):
+    # Questions and steps of several lengths, so that a batch's padding depends on its company;
+    # and chunks of a few tokens (8-19), around the width at which CPU kernels change (MIN_WIDTH).
+    varied = [
+        (r.question + " + 1" * (i % 4), [step + " + 0" * (i % 3) for step in r.steps])
+        for i, r in enumerate(RECORDS)
     ]
-    alone, *batched = [s.score(items) for s in scorers]
-    assert all(b == alone for b in batched)  # bitwise, with padding of every width
+    items = all_prefixes(RECORDS) + [
+        (q, steps[:k]) for q, steps in varied for k in range(1, len(steps) + 1)
+    ]
+    random.Random(1).shuffle(items)
+    options = [
+        {"batch_size": 1},
+        {"batch_size": 3},
+        {"batch_size": len(items)},
+        {"batch_size": 5, "cache_bytes": 0},  # nothing kept: every prefix read again
+        {"batch_size": 4, "cache_bytes": 20_000},  # a few prefixes kept, the rest dropped
+    ]
+    alone, *batched = [scorer_for(two_layer_dir, **o).score(items) for o in options]
+    assert all(b == alone for b in batched)  # bitwise
     assert [len(s) for s in alone] == [len(steps) for _, steps in items]
     assert all(0 < x < 1 for s in alone for x in s)
-    # A step's score does not depend on the steps after it (the model is causal).
+    # Whole solutions scored cold give the same numbers as their prefixes one by one, and a
+    # second call, served from the cache, the same again.
+    scorer = scorer_for(two_layer_dir, batch_size=6)
+    whole = scorer.score([(r.question, r.steps) for r in RECORDS])
+    assert scorer.score([(r.question, r.steps) for r in RECORDS]) == whole
     by_item = {(q, tuple(steps)): s for (q, steps), s in zip(items, alone)}
-    for r in RECORDS:
-        full = by_item[(r.question, tuple(r.steps))]
-        assert full == [by_item[(r.question, tuple(r.steps[:k]))][-1] for k in range(1, 5)]
-    assert scorers[0].score([]) == []
+    for r, scores in zip(RECORDS, whole):
+        assert scores == by_item[(r.question, tuple(r.steps))]
+        # A step's score does not depend on the steps after it (the model is causal).
+        assert scores == [by_item[(r.question, tuple(r.steps[:k]))][-1] for k in range(1, 5)]
+    assert scorer.score([]) == []
+    assert scorer.score([("1 + 2", [])]) == [[]]
 
 
-def test_scorer_reads_what_a_forward_pass_gives_at_the_tags(model_dir, tokenizer):
-    scorer = PRMScorer.from_pretrained(model_dir, good_token=" +", bad_token=" -")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager")
+def test_the_cache_reads_each_new_step_once_and_stays_in_its_budget(two_layer_dir, tokenizer):
+    record = RECORDS[0]
+    ids, tags = encode_steps(tokenizer, FMT, record.question, record.steps)
+    prompt = len(tokenizer(FMT.prompt(record.question))["input_ids"])
+    scorer = scorer_for(two_layer_dir)
+    # A tree search: the first step of two siblings, then each of their children.
+    scorer.score([(record.question, record.steps[:1]), (record.question, ["9 + 9 = 18"])])
+    first = scorer.tokens_read
+    assert tags[0] + 1 < first < 2 * (tags[0] + 1)  # the prompt is read once for both
+    scorer.score([(record.question, record.steps[:2])])
+    assert scorer.tokens_read - first == tags[1] - tags[0]  # only step 2 is read
+    scorer.score([(record.question, record.steps[:2])])
+    assert scorer.tokens_read - first == tags[1] - tags[0]  # nothing new to read
+
+    cold = scorer_for(two_layer_dir, cache_bytes=0)
+    cold.score([(record.question, record.steps)])
+    assert cold.tokens_read == tags[-1] + 1 and cold._cached_bytes == 0
+    bounded = scorer_for(two_layer_dir, cache_bytes=150_000)
+    bounded.score(all_prefixes(RECORDS))
+    assert 0 < bounded._cached_bytes <= 150_000
+    assert prompt < tags[0]
+
+
+def test_scorer_reads_what_a_forward_pass_gives_at_the_tags(two_layer_dir, tokenizer):
+    scorer = scorer_for(two_layer_dir)
+    model = AutoModelForCausalLM.from_pretrained(two_layer_dir, attn_implementation="eager")
     record = RECORDS[0]
     ids, positions = encode_steps(tokenizer, FMT, record.question, record.steps)
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0]
     good, bad = candidate_token_ids(tokenizer, " +", " -")
-    expected = torch.softmax(logits[positions][:, [good, bad]], dim=-1)[:, 0].tolist()
-    assert scorer.score([(record.question, record.steps)]) == [expected]
+    expected = torch.softmax(logits[positions][:, [good, bad]], dim=-1)[:, 0]
+    # Read chunk by chunk on top of the cache, the numbers agree to float rounding.
+    got = torch.tensor(scorer.score([(record.question, record.steps)])[0])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 # --- learning ----------------------------------------------------------------------------------

@@ -189,7 +189,10 @@ class PRMConfig(Strict):
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     warmup_steps: Annotated[int, Field(ge=0)] = 10
     max_length: Positive = 256
-    batch_size: Positive = 64  # sequences per scoring forward
+    batch_size: Positive = 64  # chunks (a prompt or a step) per scoring forward
+    # The KV cache the scorer keeps of what it read, so that a tree search reads each node's
+    # step once; least recently used prefixes go first beyond this many bytes.
+    cache_bytes: Annotated[int, Field(ge=0)] = 2 * 2**30
 
     @model_validator(mode="after")
     def _one_source(self) -> PRMConfig:

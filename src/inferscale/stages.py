@@ -202,7 +202,7 @@ def _prm_stages(
         "train_prm",
         "prm",
         {
-            "prm": prm.model_dump(exclude={"labels", "batch_size"}),
+            "prm": prm.model_dump(exclude={"labels", "batch_size", "cache_bytes"}),
             "labels": label_steps.key if label_steps is not None else None,
             "init": sft[init.name].key if init is not None else prm.init_from,
             "launch": {

@@ -31,6 +31,7 @@ def open_prm(ctx: RunContext, prm_dir: str):
     return PRMScorer.from_pretrained(
         prm_dir,
         batch_size=ctx.config.prm.batch_size,
+        cache_bytes=ctx.config.prm.cache_bytes,
         device=gen.device,
         dtype=getattr(torch, gen.dtype),
         threads=gen.threads,
