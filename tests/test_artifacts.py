@@ -146,6 +146,7 @@ def test_changing_a_section_changes_its_stage_and_everything_downstream(
         {"generation.batch_size": 8},
         {"generation.threads": 3},
         {"generation.device": "cuda"},
+        {"generation.prefix_cache_bytes": 0},
         {"generation.batch_size": 1, "generation.threads": 16, "generation.device": "cuda:1"},
         {"generation.vllm.gpu_memory_utilization": 0.5},
         {

@@ -26,8 +26,13 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     pieces = [*SPECIAL.values(), "\n", " ", *WORDS, *(f" {word}" for word in WORDS)]
     vocab = {piece: i for i, piece in enumerate(pieces)}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk_token"]))
-    # Spaces stay inside tokens and Fuse joins them back, so decoding is lossless.
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[^\s]+|\n| "), behavior="isolated")
+    # Spaces stay inside tokens and Fuse joins them back, so decoding is lossless; words split
+    # from each other even where the random model wrote no space between them, so that a prompt
+    # plus its sampled text tokenizes back to the tokens the model read.
+    words = "|".join(sorted(WORDS, key=len, reverse=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(
+        Regex(rf" ?(?:{words})|\n| |[^\s]+"), behavior="isolated"
+    )
     tokenizer.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL)
 
@@ -181,6 +186,60 @@ def test_samples_sharing_a_prefill_equal_requests_read_alone(backend: HFBackend)
     )
     assert shared[0].samples == [c.samples[0] for c in alone]
     assert len({s.text for s in shared[0].samples}) > 1
+
+
+# A tree search's next round continues each sample that stopped at a step from its prompt and
+# text: the backend keeps such samples' KV and runs only what the cache lacks.
+def test_continuations_read_their_prefix_from_the_cache(model_dir: Path) -> None:
+    stop = (" the", " a")
+    first = [
+        Request(p, n=3, temperature=1.0, max_new_tokens=12, seed=5, stop=stop) for p in PROMPTS
+    ]
+    runs = []
+    for cache_bytes in (2**30, 0):
+        runner = HFBackend.from_pretrained(
+            model_dir, dtype=torch.float32, show_progress=False, prefix_cache_bytes=cache_bytes
+        )
+        completions = runner.generate(first)
+        # Continued where the text tokenizes back to the tokens the model read: the random
+        # model also samples special tokens, which decode to nothing.
+        follow = [
+            Request(r.prompt + s.text, n=2, temperature=1.0, max_new_tokens=12, seed=9, stop=stop)
+            for r, c in zip(first, completions, strict=True)
+            for s in c.samples
+            if s.finish_reason == "stop"
+            and len(runner.tokenizer(r.prompt + s.text)["input_ids"])
+            == c.prompt_tokens + s.num_tokens
+        ]
+        before = runner.prefill_tokens
+        runs.append((completions, runner.generate(follow), runner.prefill_tokens - before))
+        kept = runner._prefix_bytes
+    (cached, cached_follow, cached_prefill), (plain, plain_follow, plain_prefill) = runs
+    assert cached == plain and cached_follow == plain_follow
+    assert len(follow) >= 4 and kept == 0
+    # Each continuation runs one token, its parent's stop token (sampled, never run).
+    assert cached_prefill == len(follow)
+    assert plain_prefill == sum(
+        len(ids) for ids in runner.tokenizer([r.prompt for r in follow])["input_ids"]
+    )
+
+
+def test_the_prefix_cache_keeps_only_stopped_samples_within_its_budget(model_dir: Path) -> None:
+    runner = HFBackend.from_pretrained(model_dir, dtype=torch.float32, show_progress=False)
+    runner.generate([Request(p, n=2, max_new_tokens=6, seed=1) for p in PROMPTS])
+    assert runner._prefix_bytes == 0  # eos and length: whole answers, never continued
+    requests = [Request(p, n=4, max_new_tokens=12, seed=2, stop=(" the",)) for p in PROMPTS]
+    completions = runner.generate(requests)
+    stopped = sum(s.finish_reason == "stop" for c in completions for s in c.samples)
+    assert stopped >= 3 and len(runner._prefixes) == stopped
+    one = max(kv.numel() * kv.element_size() for kv in runner._prefixes.values())
+    small = HFBackend(
+        runner.model, runner.tokenizer, show_progress=False, prefix_cache_bytes=2 * one
+    )
+    small.generate(requests)
+    assert 0 < small._prefix_bytes <= 2 * one and len(small._prefixes) <= 2
+    runner.clear_cache()
+    assert runner._prefix_bytes == 0 and not runner._prefixes
 
 
 def test_tiny_top_p_is_greedy(backend: HFBackend) -> None:

@@ -231,6 +231,10 @@ class GenerationConfig(Strict):
     max_new_tokens: Positive = 128
     temperature: Annotated[float, Field(ge=0)] = 1.0
     top_p: Probability = 1.0
+    # The hf backend's cache of the KV of samples that stopped at a step, so that a tree search's
+    # next round does not prefill them again; least recently used go first beyond this many bytes.
+    # (vLLM has its own prefix cache: vllm.enable_prefix_caching.)
+    prefix_cache_bytes: Annotated[int, Field(ge=0)] = 2 * 2**30
     vllm: VLLMOptions = VLLMOptions()
 
 

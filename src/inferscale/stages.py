@@ -52,6 +52,7 @@ EVALUATION_SPEED_SETTINGS = {
     "batch_size": True,
     "threads": True,
     "device": True,
+    "prefix_cache_bytes": True,
     "vllm": {
         "tensor_parallel_size",
         "gpu_memory_utilization",

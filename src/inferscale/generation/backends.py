@@ -25,4 +25,5 @@ def load_backend(generation: GenerationConfig, model_dir: str | Path) -> Backend
         device=generation.device,
         dtype=getattr(torch, generation.dtype),
         batch_size=generation.batch_size,
+        prefix_cache_bytes=generation.prefix_cache_bytes,
     )

@@ -3,12 +3,20 @@
 HF `generate` draws every sequence of a batch from one generator, so a sample would depend on
 which other sequences share its batch. This loop gives sample i of a request its own stream
 seeded with `seed + i`, which makes samples reproducible whatever the batching.
+
+A sample that ended on a stop string (a step, in tree search) leaves its KV cache behind, kept
+up to `prefix_cache_bytes` (least recently used dropped first): a later prompt that starts with
+that sample's prompt and text, a node's expansion in the next round, runs only its last tokens
+instead of the whole prefix again. Reading a prefix from the cache instead of prefilling it
+changes the logits in the last float bits, as batching does, so a near-tie of two tokens can
+fall either way; the tests check that samples stay the same.
 """
 
 from __future__ import annotations
 
 import gc
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +36,10 @@ from inferscale.generation.base import Completion, Request, Sample, validate_req
 
 MIN_BATCHES_FOR_PROGRESS = 4
 COMPACT_AT_FINISHED_FRACTION = 0.25
+DEFAULT_PREFIX_CACHE_BYTES = 2 * 2**30
+# A continuation's prompt re-tokenizes its parent's text, which may end a token or two past the
+# KV the parent left (its stop token was sampled, never run); look that far back for a prefix.
+PREFIX_LOOKBACK = 4
 
 
 @dataclass(frozen=True)
@@ -129,9 +141,17 @@ class HFBackend:
         *,
         batch_size: int = 256,
         show_progress: bool = True,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
         """Wrap an already loaded model, used on the device it is on."""
+        if prefix_cache_bytes < 0:
+            raise ValueError(f"prefix_cache_bytes must not be negative, got {prefix_cache_bytes}")
         self.model = model.eval()
+        self.prefix_cache_bytes = prefix_cache_bytes
+        # Token ids -> KV [2 * layers, kv heads, tokens, head dim], each layer's keys then values.
+        self._prefixes: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self._prefix_bytes = 0
+        self.prefill_tokens = 0  # prompt tokens run through the model, the cached ones left out
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.show_progress = show_progress
@@ -152,11 +172,18 @@ class HFBackend:
         dtype: str | torch.dtype = "auto",
         batch_size: int = 256,
         show_progress: bool = True,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> HFBackend:
         """Load a Hugging Face model directory (weights and tokenizer) onto `device`."""
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, device_map=device)
-        return cls(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
+        return cls(
+            model,
+            tokenizer,
+            batch_size=batch_size,
+            show_progress=show_progress,
+            prefix_cache_bytes=prefix_cache_bytes,
+        )
 
     def generate(self, requests: list[Request]) -> list[Completion]:
         if not requests:
@@ -183,6 +210,7 @@ class HFBackend:
             for batch in tqdm(batches, desc="hf generate", unit="batch", disable=not show):
                 for sequence, sample in zip(batch, self._generate_batch(batch), strict=True):
                     samples[sequence.request_index][sequence.sample_index] = sample
+                self._evict()
         return [
             Completion(prompt_tokens=len(ids), samples=request_samples)
             for ids, request_samples in zip(prompt_ids, samples, strict=True)
@@ -206,14 +234,12 @@ class HFBackend:
                 first_row[sequence.request_index] = len(unique)
                 unique.append(sequence.prompt_ids)
         expand = torch.tensor([first_row[s.request_index] for s in batch], device=device)
-        input_ids, attention_mask = left_pad(unique, self.pad_id, device)
-        position_ids = position_ids_from_mask(attention_mask)
+        input_ids, attention_mask, position_ids, cache = self._prefill_inputs(unique)
         temperature = torch.tensor([r.temperature for r in requests], device=device)
         top_p = torch.tensor([r.top_p for r in requests], device=device)
         uniforms = torch.stack(
             [draw_uniforms(s.request.seed + s.sample_index, steps) for s in batch]
         ).to(device)
-        cache = DynamicCache(config=self.model.config)
         generated: list[list[int]] = [[] for _ in batch]
         results: list[Sample | None] = [None] * len(batch)
         active = list(range(len(batch)))  # batch index of each row still decoding
@@ -232,9 +258,14 @@ class HFBackend:
                 cache.reorder_cache(expand)
                 attention_mask, position_ids = attention_mask[expand], position_ids[expand]
             next_tokens = sample_tokens(logits, temperature, top_p, uniforms[:, step])
-            for index, token in zip(active, next_tokens.tolist(), strict=True):
+            for row, (index, token) in enumerate(zip(active, next_tokens.tolist(), strict=True)):
                 if results[index] is None:
-                    results[index] = self._advance(requests[index], generated[index], token)
+                    result = self._advance(requests[index], generated[index], token)
+                    results[index] = result
+                    if result is not None and result.finish_reason == "stop":
+                        # The cache holds everything but the stop token, sampled and not run.
+                        ids = batch[index].prompt_ids + generated[index][:-1]
+                        self._keep(ids, cache, row, attention_mask[row])
             keep = [row for row, index in enumerate(active) if results[index] is None]
             if not keep:
                 break
@@ -249,6 +280,78 @@ class HFBackend:
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], 1)
             position_ids = position_ids[:, -1:] + 1
         return results
+
+    def _prefill_inputs(
+        self, prompts: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache]:
+        """Input ids, attention mask, positions and KV cache to prefill the prompts with.
+
+        Each prompt's longest cached prefix goes into the cache, right-aligned; the rest of the
+        prompt follows, right-aligned too, so every row decodes at the end.
+        """
+        device = self.model.device
+        found = [self._lookup(ids) for ids in prompts]
+        rest = [ids[len_:] for ids, (_, len_) in zip(prompts, found, strict=True)]
+        self.prefill_tokens += sum(map(len, rest))
+        input_ids, rest_mask = left_pad(rest, self.pad_id, device)
+        past_width = max(len_ for _, len_ in found)
+        if not past_width:
+            return (
+                input_ids,
+                rest_mask,
+                position_ids_from_mask(rest_mask),
+                DynamicCache(config=self.model.config),
+            )
+        like = next(kv for kv, _ in found if kv is not None)
+        layers2, heads, _, head_dim = like.shape
+        past = like.new_zeros((layers2, len(prompts), heads, past_width, head_dim))
+        past_mask = torch.zeros((len(prompts), past_width), dtype=torch.long, device=device)
+        for row, (kv, len_) in enumerate(found):
+            if kv is not None:
+                past[:, row, :, past_width - len_ :] = kv
+                past_mask[row, past_width - len_ :] = 1
+        cached = torch.tensor([len_ for _, len_ in found], device=device).unsqueeze(1)
+        position_ids = (rest_mask.cumsum(dim=-1) - 1 + cached).masked_fill(rest_mask == 0, 1)
+        pairs = [(past[2 * k], past[2 * k + 1]) for k in range(layers2 // 2)]
+        cache = DynamicCache(ddp_cache_data=pairs, config=self.model.config)
+        return input_ids, torch.cat([past_mask, rest_mask], dim=1), position_ids, cache
+
+    def _lookup(self, ids: list[int]) -> tuple[torch.Tensor | None, int]:
+        """The KV of the longest cached prefix of `ids` (leaving at least the last token to
+        run, for its logits) and its length; (None, 0) when there is none."""
+        for length in range(len(ids), max(0, len(ids) - PREFIX_LOOKBACK), -1):
+            key = tuple(ids[:length])
+            kv = self._prefixes.get(key)
+            if kv is not None:
+                self._prefixes.move_to_end(key)
+                used = min(length, len(ids) - 1)
+                return (kv[:, :, :used], used) if used else (None, 0)
+        return None, 0
+
+    def _keep(self, ids: list[int], cache: DynamicCache, row: int, mask: torch.Tensor) -> None:
+        """Keep one row's KV cache (its real positions) under the token ids it holds."""
+        if not self.prefix_cache_bytes:
+            return
+        real = mask.bool()
+        if int(real.sum()) != len(ids):
+            return  # cannot happen with a well-formed cache; keep nothing rather than guess
+        kv = torch.stack(
+            [t[row][:, real] for layer in cache.layers for t in (layer.keys, layer.values)]
+        )
+        key = tuple(ids)
+        if key not in self._prefixes:
+            self._prefixes[key] = kv
+            self._prefix_bytes += kv.numel() * kv.element_size()
+
+    def _evict(self) -> None:
+        while self._prefixes and self._prefix_bytes > self.prefix_cache_bytes:
+            _, kv = self._prefixes.popitem(last=False)
+            self._prefix_bytes -= kv.numel() * kv.element_size()
+
+    def clear_cache(self) -> None:
+        """Forget every kept prefix."""
+        self._prefixes.clear()
+        self._prefix_bytes = 0
 
     def _advance(self, request: Request, generated: list[int], token: int) -> Sample | None:
         """Take the sequence's next token; the finished sample if that token ends it, else None."""
@@ -271,6 +374,7 @@ class HFBackend:
     def close(self) -> None:
         """Drop the model and tokenizer and return their memory."""
         on_cuda = self.model.device.type == "cuda"
+        self.clear_cache()
         del self.model, self.tokenizer
         gc.collect()
         if on_cuda:
