@@ -7,7 +7,6 @@ from inferscale.compute import (
     count_parameters,
     forward_flops,
     generation_flops,
-    scoring_flops,
 )
 
 LLEMMA_7B = {
@@ -128,13 +127,6 @@ def test_full_flops_of_a_long_sequence_match_a_token_by_token_sum():
     cost = ModelCost.from_config(LLEMMA_7B)
     per_token = sum(2 * cost.non_embedding + 2 * 32 * 4096 * p for p in range(1, 1025))
     assert generation_flops(cost, 1000, [24], "full") == per_token
-
-
-def test_scoring_flops_read_each_sequence_from_scratch():
-    reward_model = ModelCost(non_embedding=500, total=700, n_layer=1, d_model=4)
-    # sequences of 2 and 3 tokens: (2 x 1000 + 8 x 3) + (3 x 1000 + 8 x 6)
-    assert scoring_flops(reward_model, [2, 3]) == 2024 + 3048
-    assert scoring_flops(reward_model, [2, 3], "paper", "total") == 5 * 2 * 700
 
 
 def test_unknown_settings_are_rejected():

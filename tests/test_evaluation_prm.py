@@ -90,12 +90,13 @@ def test_weighted_vote_and_best_of_n_read_the_prm_scores_of_the_pool(tmp_path):
     assert scorer.items == 3 * 4  # every sample scored once
     stored = ResultStore(store_path(tmp_path, "samples-n4-prm")).read()
     assert stored[0]["step_scores"] == [[0.9, 0.5], [0.2, 0.5], [0.3, 0.5], [0.3, 0.5]]
-    # Full FLOPs add the PRM reading n of the 4 samples (prompt 4 + 6 tokens each).
+    # Full FLOPs add the PRM reading the prompt (4 tokens) once and n of the 4 samples (6
+    # tokens each) after it.
     for n in (1, 2, 4):
         majority, weighted = by_key["majority_vote", n], by_key["weighted_vote", n]
         assert weighted["flops_paper"] == majority["flops_paper"]
         assert weighted["flops_full"] - majority["flops_full"] == pytest.approx(
-            n * forward_flops(PRM_COST, 10)
+            forward_flops(PRM_COST, 4) + n * forward_flops(PRM_COST, 6, 4)
         )
     # A second run scores nothing again.
     again = StepScorer()
@@ -173,8 +174,13 @@ def test_tree_search_flops_count_every_node_and_every_prm_read(tmp_path):
         + forward_flops(COST, 3, prompt + 2)
         + forward_flops(COST, 3, prompt + 3)
     )
-    prm = sum(
-        forward_flops(PRM_COST, n) for n in (prompt + 2, prompt + 3, prompt + 2 + 3, prompt + 3 + 3)
+    # The PRM reads the prompt once, then each node's step on top of its parent's.
+    prm = (
+        forward_flops(PRM_COST, prompt)
+        + forward_flops(PRM_COST, 2, prompt)
+        + forward_flops(PRM_COST, 3, prompt)
+        + forward_flops(PRM_COST, 3, prompt + 2)
+        + forward_flops(PRM_COST, 3, prompt + 3)
     )
     assert point["flops_full"] == policy + prm
     assert not math.isnan(point["stderr"])

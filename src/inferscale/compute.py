@@ -102,21 +102,6 @@ def generation_flops(
     raise ValueError(f"unknown accounting {accounting!r}")
 
 
-def scoring_flops(
-    cost: ModelCost,
-    token_counts: Iterable[int],
-    accounting: Accounting = "full",
-    paper_params: PaperParams = DEFAULT_PAPER_PARAMS,
-) -> int:
-    """FLOPs of a reward model reading sequences of the given lengths, each from scratch."""
-    counts = list(token_counts)
-    if accounting == "paper":
-        return sum(counts) * 2 * _paper_param_count(cost, paper_params)
-    if accounting == "full":
-        return sum(forward_flops(cost, count) for count in counts)
-    raise ValueError(f"unknown accounting {accounting!r}")
-
-
 def _paper_param_count(cost: ModelCost, paper_params: PaperParams) -> int:
     if paper_params == "total":
         return cost.total

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inferscale.compute import ModelCost, forward_flops, generation_flops, scoring_flops
+from inferscale.compute import ModelCost, forward_flops, generation_flops
 from inferscale.data.records import Problem
 from inferscale.data.steps import StepFormat
 from inferscale.generation.base import Backend, Completion, Request
@@ -125,9 +125,13 @@ def _pool_flops(cost: ModelCost, record: dict, n: int, paper_params: str) -> tup
     tokens = [s["tokens"] for s in record["samples"]]
     share = n / len(tokens)
     paper = share * generation_flops(cost, record["prompt_tokens"], tokens, "paper", paper_params)
-    prefill = forward_flops(cost, record["prompt_tokens"])
-    full = generation_flops(cost, record["prompt_tokens"], tokens, "full")
-    return paper, prefill + share * (full - prefill)
+    return paper, _shared_prompt_flops(cost, record["prompt_tokens"], tokens, share)
+
+
+def _shared_prompt_flops(cost: ModelCost, prompt: int, tokens: list[int], share: float) -> float:
+    """Full FLOPs of reading the prompt once and `share` of the samples after it."""
+    prefill = forward_flops(cost, prompt)
+    return prefill + share * (generation_flops(cost, prompt, tokens, "full") - prefill)
 
 
 def greedy_point(records: list[dict], cost: ModelCost, paper_params: str) -> dict:
@@ -178,9 +182,10 @@ def vote_points(
         n = row["n"]
         flops = [_pool_flops(cost, r, n, paper_params) for r in records]
         if pools[0].scores is not None:
-            # The PRM reads each drawn sample once, prompt included, in full accounting only.
+            # In full accounting only: the PRM reads the prompt once (its scorer keeps the KV)
+            # and each drawn sample after it.
             flops = [
-                (paper, full + n / len(r["samples"]) * _pool_scoring_flops(prm_cost, r))
+                (paper, full + _pool_scoring_flops(prm_cost, r, n))
                 for (paper, full), r in zip(flops, records, strict=True)
             ]
         coverage = statistics.fmean(pass_at_k(len(r["samples"]), _n_correct(r), n) for r in records)
@@ -204,10 +209,9 @@ def solution_score(step_scores: list[float], aggregation: Aggregation) -> float:
     return aggregate(step_scores, aggregation) if step_scores else 0.0
 
 
-def _pool_scoring_flops(prm_cost: ModelCost, record: dict) -> int:
-    return scoring_flops(
-        prm_cost, [record["prompt_tokens"] + s["tokens"] for s in record["samples"]]
-    )
+def _pool_scoring_flops(prm_cost: ModelCost, record: dict, n: int) -> float:
+    tokens = [s["tokens"] for s in record["samples"]]
+    return _shared_prompt_flops(prm_cost, record["prompt_tokens"], tokens, n / len(tokens))
 
 
 def score_pool(
@@ -270,10 +274,11 @@ def tree_record(
     policy_full = forward_flops(cost, result.prompt_tokens) + sum(
         forward_flops(cost, n.num_tokens, n.context_tokens) for n in result.nodes[1:]
     )
-    # The PRM reads each scored node's whole text (prompt and steps) from scratch.
-    prm_full = scoring_flops(
-        prm_cost,
-        [result.nodes[i].context_tokens + result.nodes[i].num_tokens for i in result.scored_nodes],
+    # The PRM's scorer keeps the KV of what it read: the prompt once, then each scored node's
+    # step on top of its parent's (counted once, should a node be scored again).
+    prm_full = forward_flops(prm_cost, result.prompt_tokens) + sum(
+        forward_flops(prm_cost, result.nodes[i].num_tokens, result.nodes[i].context_tokens)
+        for i in dict.fromkeys(result.scored_nodes)
     )
     return {
         "id": problem.id,
