@@ -258,14 +258,16 @@ class HFBackend:
                 cache.reorder_cache(expand)
                 attention_mask, position_ids = attention_mask[expand], position_ids[expand]
             next_tokens = sample_tokens(logits, temperature, top_p, uniforms[:, step])
+            stopped: dict[int, list[int]] = {}  # row -> the token ids its cache holds
             for row, (index, token) in enumerate(zip(active, next_tokens.tolist(), strict=True)):
                 if results[index] is None:
                     result = self._advance(requests[index], generated[index], token)
                     results[index] = result
                     if result is not None and result.finish_reason == "stop":
                         # The cache holds everything but the stop token, sampled and not run.
-                        ids = batch[index].prompt_ids + generated[index][:-1]
-                        self._keep(ids, cache, row, attention_mask[row])
+                        stopped[row] = batch[index].prompt_ids + generated[index][:-1]
+            if stopped and self.prefix_cache_bytes:
+                self._keep(stopped, cache, attention_mask)
             keep = [row for row, index in enumerate(active) if results[index] is None]
             if not keep:
                 break
@@ -328,20 +330,22 @@ class HFBackend:
                 return (kv[:, :, :used], used) if used else (None, 0)
         return None, 0
 
-    def _keep(self, ids: list[int], cache: DynamicCache, row: int, mask: torch.Tensor) -> None:
-        """Keep one row's KV cache (its real positions) under the token ids it holds."""
-        if not self.prefix_cache_bytes:
-            return
-        real = mask.bool()
-        if int(real.sum()) != len(ids):
-            return  # cannot happen with a well-formed cache; keep nothing rather than guess
+    def _keep(
+        self, stopped: dict[int, list[int]], cache: DynamicCache, attention_mask: torch.Tensor
+    ) -> None:
+        """Keep the KV cache of rows (their real positions) under the token ids each holds."""
+        rows = torch.tensor(list(stopped), device=attention_mask.device)
+        real = attention_mask.index_select(0, rows).bool()
         kv = torch.stack(
-            [t[row][:, real] for layer in cache.layers for t in (layer.keys, layer.values)]
-        )
-        key = tuple(ids)
-        if key not in self._prefixes:
-            self._prefixes[key] = kv
-            self._prefix_bytes += kv.numel() * kv.element_size()
+            [t.index_select(0, rows) for layer in cache.layers for t in (layer.keys, layer.values)]
+        )  # [2 * layers, rows, kv heads, positions, head dim]
+        for j, ids in enumerate(stopped.values()):
+            key = tuple(ids)
+            if key in self._prefixes or int(real[j].sum()) != len(ids):
+                continue  # the second cannot happen with a well-formed cache: keep nothing
+            row_kv = kv[:, j][:, :, real[j]]
+            self._prefixes[key] = row_kv
+            self._prefix_bytes += row_kv.numel() * row_kv.element_size()
 
     def _evict(self) -> None:
         while self._prefixes and self._prefix_bytes > self.prefix_cache_bytes:

@@ -65,26 +65,45 @@ def encode_steps(
 ) -> tuple[list[int], list[int]]:
     """Token ids of `fmt.prompt(question) + fmt.solution(steps)` and, per step, the position of
     the last token of its tag."""
-    prompt = fmt.prompt(question)
-    text = prompt + fmt.solution(list(steps))
-    tag_ends = []  # index of each tag's last character in `text`
-    offset = len(prompt)
-    for k, step in enumerate(steps, 1):
-        line = fmt.step_line(k, step)
-        tag_ends.append(offset + line.rindex(fmt.tag) + len(fmt.tag) - 1)
-        offset += len(line)
-    encoded = tokenizer(text, return_offsets_mapping=True)
-    owner: dict[int, int] = {}
-    for position, (start, end) in enumerate(encoded["offset_mapping"]):
-        for char in range(start, end):
-            owner[char] = position  # a later token sharing a character (byte pieces) wins
-    missing = [k for k, c in enumerate(tag_ends, 1) if c not in owner]
-    if missing:
-        raise ValueError(f"no token covers the tag of step(s) {missing} in {text!r}")
-    positions = [owner[c] for c in tag_ends]
-    if len(set(positions)) != len(positions):
-        raise ValueError(f"two step tags fall in one token in {text!r}")
-    return list(encoded["input_ids"]), positions
+    return encode_many_steps(tokenizer, fmt, [(question, steps)])[0]
+
+
+def encode_many_steps(
+    tokenizer: PreTrainedTokenizerBase,
+    fmt: StepFormat,
+    items: Sequence[tuple[str, Sequence[str]]],
+) -> list[tuple[list[int], list[int]]]:
+    """`encode_steps` of every (question, steps) pair, with one call to the tokenizer."""
+    texts, all_tag_ends = [], []
+    for question, steps in items:
+        prompt = fmt.prompt(question)
+        tag_ends = []  # index of each tag's last character in the text
+        offset = len(prompt)
+        for k, step in enumerate(steps, 1):
+            line = fmt.step_line(k, step)
+            tag_ends.append(offset + line.rindex(fmt.tag) + len(fmt.tag) - 1)
+            offset += len(line)
+        texts.append(prompt + fmt.solution(list(steps)))
+        all_tag_ends.append(tag_ends)
+    if not texts:
+        return []
+    encoded = tokenizer(texts, return_offsets_mapping=True)
+    out = []
+    for text, tag_ends, ids, offsets in zip(
+        texts, all_tag_ends, encoded["input_ids"], encoded["offset_mapping"], strict=True
+    ):
+        owner: dict[int, int] = {}
+        for position, (start, end) in enumerate(offsets):
+            for char in range(start, end):
+                owner[char] = position  # a later token sharing a character (byte pieces) wins
+        missing = [k for k, c in enumerate(tag_ends, 1) if c not in owner]
+        if missing:
+            raise ValueError(f"no token covers the tag of step(s) {missing} in {text!r}")
+        positions = [owner[c] for c in tag_ends]
+        if len(set(positions)) != len(positions):
+            raise ValueError(f"two step tags fall in one token in {text!r}")
+        out.append((list(ids), positions))
+    return out
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,7 @@ from inferscale.models.prm import (
     GOOD_TOKEN,
     PRM_CONFIG_FILE,
     candidate_token_ids,
-    encode_steps,
+    encode_many_steps,
     step_probabilities,
 )
 
@@ -168,10 +168,10 @@ class PRMScorer:
     @torch.no_grad()
     def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
         """P(step correct) for every step of every (question, steps) pair, in order."""
-        encoded = [self._encode(question, steps) for question, steps in items]
+        encoded = self._encode(items)
         scores: list[list[float]] = [[] for _ in encoded]
-        # Items are read in waves whose KV fits in half the cache, so that a large call cannot
-        # hold more than that in memory at once.
+        # Items are read in waves of at least a batch whose KV fits in half the cache, so that a
+        # large call holds no more than that in memory at once.
         wave: list[int] = []
         wave_tokens = 0
         for i, item in enumerate(encoded):
@@ -179,7 +179,7 @@ class PRMScorer:
                 continue  # no steps: nothing to score
             tokens = item.ends[-1]
             limit = self._wave_tokens()
-            if wave and (wave_tokens + tokens > limit):
+            if len(wave) >= self.batch_size and wave_tokens + tokens > limit:
                 self._read(encoded, wave, scores)
                 wave, wave_tokens = [], 0
             wave.append(i)
@@ -190,20 +190,22 @@ class PRMScorer:
 
     def _wave_tokens(self) -> int:
         if self._token_bytes is None:
-            return 0  # the first wave is one item, which measures the KV size per token
+            return 0  # the first wave is one batch, which measures the KV size per token
         return self.cache_bytes // 2 // self._token_bytes
 
-    def _encode(self, question: str, steps: Sequence[str]) -> _Encoded:
-        if not steps:
-            return _Encoded([], [], [])
-        ids, tags = encode_steps(self.tokenizer, self.fmt, question, steps)
-        ends = [tag + 1 for tag in tags]
-        tagged = [True] * len(ends)
-        prompt = self._prompt_length(question, ids)
-        if prompt is not None and 0 < prompt < ends[0]:
-            ends.insert(0, prompt)
-            tagged.insert(0, False)
-        return _Encoded(ids, ends, tagged)
+    def _encode(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[_Encoded]:
+        with_steps = [i for i, (_, steps) in enumerate(items) if steps]
+        tokens = encode_many_steps(self.tokenizer, self.fmt, [items[i] for i in with_steps])
+        out = [_Encoded([], [], []) for _ in items]  # no steps: nothing to read
+        for i, (ids, tags) in zip(with_steps, tokens, strict=True):
+            ends = [tag + 1 for tag in tags]
+            tagged = [True] * len(ends)
+            prompt = self._prompt_length(items[i][0], ids)
+            if prompt is not None and 0 < prompt < ends[0]:
+                ends.insert(0, prompt)
+                tagged.insert(0, False)
+            out[i] = _Encoded(ids, ends, tagged)
+        return out
 
     def _prompt_length(self, question: str, ids: list[int]) -> int | None:
         """Tokens of the question's prompt where the solution's tokens start with them, else
