@@ -36,10 +36,13 @@ test: $(VLLM_STAMP)
 
 # rerun_overhead runs the experiment twice in a temporary directory; search_speed needs the
 # experiment's checkpoints, so the experiment is run (or found finished) here first.
-bench: $(STAMP)
+bench: $(VLLM_STAMP)
 	$(BIN)/python bench/rerun_overhead.py --config $(CONFIG)
 	$(BIN)/inferscale run $(CONFIG)
 	$(BIN)/python bench/search_speed.py --config $(CONFIG)
+	$(BIN)/python bench/search_speed.py --config $(CONFIG) --backend vllm \
+		--out bench/results/search_speed_vllm.json
+	$(BIN)/python bench/backend_throughput.py --config $(CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
