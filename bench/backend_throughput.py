@@ -81,7 +81,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from experiment import finished_experiment, open_scorer
+    from experiment import finished_experiment, open_scorer, sampling_requests
 
     from inferscale.generation.backends import load_backend
     from inferscale.generation.base import Request
@@ -108,19 +108,7 @@ def main() -> None:
             settings = dataclasses.replace(run.settings, seed=run.settings.seed + seed)
             backend.seconds = backend.tokens = 0
             for k, chunk in enumerate(chunks):
-                backend.generate(
-                    [
-                        Request(
-                            prompt=fmt.prompt(q.question),
-                            n=width,
-                            temperature=gen.temperature,
-                            top_p=gen.top_p,
-                            max_new_tokens=gen.max_new_tokens,
-                            seed=seed + k * per_call + i,
-                        )
-                        for i, q in enumerate(chunk)
-                    ]
-                )
+                backend.generate(sampling_requests(run, chunk, width, seed + k * per_call))
             sampling = (backend.seconds, backend.tokens)
             backend.seconds = backend.tokens = 0
             scorer.clear_cache()

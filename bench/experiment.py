@@ -27,10 +27,10 @@ def finished_experiment(config_path: str, policy: str | None) -> Finished:
     """The experiment's artifacts for `policy` (default: the first); exits with the fix when
     the experiment has not been run to the end with this code."""
     from inferscale.config import load_config
-    from inferscale.data.prepare import TEST_FILE, step_format
+    from inferscale.data.prepare import TEST_FILE
     from inferscale.data.records import read_problems
-    from inferscale.search.tree import SearchSettings
     from inferscale.stages import plan
+    from inferscale.tasks.evaluate import search_settings
 
     config = load_config(config_path)
     p = plan(config)
@@ -39,24 +39,33 @@ def finished_experiment(config_path: str, policy: str | None) -> Finished:
     missing = [str(a.path) for a in needed if a is None or not a.complete]
     if missing:
         sys.exit(f"error: the experiment is not finished ({missing}); run `make run` first")
-    gen, search = config.generation, config.evaluation.search
-    settings = SearchSettings(
-        fmt=step_format(config.data),
-        temperature=gen.temperature,
-        top_p=gen.top_p,
-        max_step_tokens=search.max_step_tokens,
-        max_depth=search.max_depth,
-        seed=config.evaluation.seed,
-        balance_temperature=search.balance_temperature,
-    )
     return Finished(
         config=config,
         policy=policy,
         policy_dir=p.sft[policy].path,
         prm_dir=p.train_prm.path,
         problems=read_problems(p.prepare_data.path / TEST_FILE),
-        settings=settings,
+        settings=search_settings(config),
     )
+
+
+def sampling_requests(finished: Finished, questions: list, width: int, first_seed: int) -> list:
+    """One request of `width` whole solutions per question, question i seeded first_seed + i
+    (the seeds of a question's samples follow on from its own)."""
+    from inferscale.generation.base import Request
+
+    gen = finished.config.generation
+    return [
+        Request(
+            prompt=finished.fmt.prompt(q.question),
+            n=width,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            max_new_tokens=gen.max_new_tokens,
+            seed=first_seed + i,
+        )
+        for i, q in enumerate(questions)
+    ]
 
 
 def with_backend(generation, backend: str, kv_cache_gib: float):
@@ -72,12 +81,6 @@ def with_backend(generation, backend: str, kv_cache_gib: float):
 
 
 def open_scorer(finished: Finished):
-    from inferscale.models.prm_scorer import PRMScorer
+    from inferscale.tasks.evaluate import open_prm
 
-    config = finished.config
-    return PRMScorer.from_pretrained(
-        finished.prm_dir,
-        batch_size=config.prm.batch_size,
-        cache_bytes=config.prm.cache_bytes,
-        threads=config.generation.threads,
-    )
+    return open_prm(finished.config, finished.prm_dir)

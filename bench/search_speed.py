@@ -48,10 +48,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "search_speed.json"))
     args = parser.parse_args()
 
-    from experiment import finished_experiment, open_scorer, with_backend
+    from experiment import finished_experiment, open_scorer, sampling_requests, with_backend
 
     from inferscale.generation.backends import load_backend
-    from inferscale.generation.base import Request
     from inferscale.search.rebase import rebase
 
     run = finished_experiment(args.config, args.policy)
@@ -76,17 +75,7 @@ def main() -> None:
             tokens = 0
             for k, chunk in enumerate(chunks):
                 completions = backend.generate(
-                    [
-                        Request(
-                            prompt=fmt.prompt(q.question),
-                            n=width,
-                            temperature=gen.temperature,
-                            top_p=gen.top_p,
-                            max_new_tokens=gen.max_new_tokens,
-                            seed=seed + k * per_call + i,
-                        )
-                        for i, q in enumerate(chunk)
-                    ]
+                    sampling_requests(run, chunk, width, seed + k * per_call)
                 )
                 items = [
                     (q.question, fmt.split_steps(s.text) or [""])

@@ -183,34 +183,9 @@ def test_close_ends_the_worker(model_dir: Path) -> None:
     backend.close()  # a second close does nothing
 
 
-# The worker is not a daemon (vLLM spawns processes of its own), so an interpreter that never
-# called close must still end it at exit instead of waiting on it forever.
-def test_a_backend_left_open_does_not_hold_up_the_interpreter_exit(model_dir: Path) -> None:
-    require_vllm()
-    script = textwrap.dedent(
-        f"""
-        from inferscale.generation.base import Request
-        from inferscale.generation.vllm_backend import VLLMBackend
-
-        if __name__ == "__main__":
-            backend = VLLMBackend(
-                {str(model_dir)!r}, dtype="float32", kv_cache_memory_bytes={KV_CACHE_BYTES},
-                enforce_eager=True, enable_chunked_prefill=False,
-            )
-            print(len(backend.generate([Request("the cat", max_new_tokens=3)])))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "1" in done.stdout.splitlines()  # vLLM's shutdown lines may follow it
-
-
-# vLLM's engine runs in processes of its own; one that dies must not leave generate waiting on
-# the worker forever.
-def test_a_dead_engine_process_fails_generate_instead_of_hanging(model_dir: Path) -> None:
-    require_vllm()
+def run_with_backend(model_dir: Path, body: str) -> list[str]:
+    """Run `body` in a fresh interpreter, after `backend = VLLMBackend(model_dir, ...)`; its
+    stdout lines. Fails on a non-zero exit, and after 300 s instead of hanging."""
     script = textwrap.dedent(
         f"""
         import psutil
@@ -222,22 +197,41 @@ def test_a_dead_engine_process_fails_generate_instead_of_hanging(model_dir: Path
                 {str(model_dir)!r}, dtype="float32", kv_cache_memory_bytes={KV_CACHE_BYTES},
                 enforce_eager=True, enable_chunked_prefill=False,
             )
-            engines = psutil.Process(backend._process.pid).children(recursive=True)
-            print("engines", len(engines))
-            for engine in engines:
-                engine.kill()
-            try:
-                backend.generate([Request("the cat", max_new_tokens=3)])
-            except RuntimeError as error:
-                print("raised", str(error).splitlines()[0])
-            print("worker alive", backend._process is not None and backend._process.is_alive())
         """
-    )
+    ) + textwrap.indent(textwrap.dedent(body), " " * 4)
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
+    return done.stdout.splitlines()
+
+
+# The worker is not a daemon (vLLM spawns processes of its own), so an interpreter that never
+# called close must still end it at exit instead of waiting on it forever.
+def test_a_backend_left_open_does_not_hold_up_the_interpreter_exit(model_dir: Path) -> None:
+    require_vllm()
+    lines = run_with_backend(
+        model_dir, 'print(len(backend.generate([Request("the cat", max_new_tokens=3)])))'
+    )
+    assert "1" in lines  # vLLM's shutdown lines may follow it
+
+
+# vLLM's engine runs in processes of its own; one that dies must not leave generate waiting on
+# the worker forever.
+def test_a_dead_engine_process_fails_generate_instead_of_hanging(model_dir: Path) -> None:
+    require_vllm()
+    body = """
+        engines = psutil.Process(backend._process.pid).children(recursive=True)
+        print("engines", len(engines))
+        for engine in engines:
+            engine.kill()
+        try:
+            backend.generate([Request("the cat", max_new_tokens=3)])
+        except RuntimeError as error:
+            print("raised", str(error).splitlines()[0])
+        print("worker alive", backend._process is not None and backend._process.is_alive())
+        """
+    lines = run_with_backend(model_dir, body)
     assert "engines 0" not in lines
-    assert any(line.startswith("raised ") for line in lines), done.stdout
+    assert any(line.startswith("raised ") for line in lines), lines
     assert "worker alive False" in lines

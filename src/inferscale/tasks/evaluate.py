@@ -10,7 +10,7 @@ from transformers import AutoConfig
 
 from inferscale.artifacts import Timer, write_json
 from inferscale.compute import ModelCost, count_parameters
-from inferscale.config import PolicyConfig
+from inferscale.config import ExperimentConfig, PolicyConfig
 from inferscale.data.prepare import TEST_FILE, step_format
 from inferscale.data.records import read_problems
 from inferscale.evaluation import EvaluationPlan, SamplingSettings, evaluate_policy
@@ -22,19 +22,38 @@ from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
 METRICS_FILE = "metrics.json"
 
 
-def open_prm(ctx: RunContext, prm_dir: str):
+def open_prm(config: ExperimentConfig, prm_dir: str | Path):
+    """The experiment's PRM scorer, on the generation's device and dtype."""
     import torch
 
     from inferscale.models.prm_scorer import PRMScorer
 
-    gen = ctx.config.generation
+    gen = config.generation
+    assert config.prm is not None
     return PRMScorer.from_pretrained(
         prm_dir,
-        batch_size=ctx.config.prm.batch_size,
-        cache_bytes=ctx.config.prm.cache_bytes,
+        batch_size=config.prm.batch_size,
+        cache_bytes=config.prm.cache_bytes,
         device=gen.device,
         dtype=getattr(torch, gen.dtype),
         threads=gen.threads,
+    )
+
+
+def search_settings(config: ExperimentConfig) -> SearchSettings:
+    """The tree searches' settings from the experiment's evaluation and generation sections."""
+    cfg, gen = config.evaluation, config.generation
+    return SearchSettings(
+        fmt=step_format(config.data),
+        temperature=gen.temperature,
+        top_p=gen.top_p,
+        max_step_tokens=cfg.search.max_step_tokens,
+        max_depth=cfg.search.max_depth,
+        seed=cfg.seed,
+        aggregation=cfg.aggregation,
+        balance_temperature=cfg.search.balance_temperature,
+        exploration=cfg.search.exploration,
+        beam_width=cfg.search.beam_width,
     )
 
 
@@ -64,18 +83,7 @@ def evaluate_task(
         cost=ModelCost.from_config(model_config),
         paper_params=cfg.flops.paper_params,
         aggregation=cfg.aggregation,
-        search=SearchSettings(
-            fmt=fmt,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            max_step_tokens=cfg.search.max_step_tokens,
-            max_depth=cfg.search.max_depth,
-            seed=cfg.seed,
-            aggregation=cfg.aggregation,
-            balance_temperature=cfg.search.balance_temperature,
-            exploration=cfg.search.exploration,
-            beam_width=cfg.search.beam_width,
-        ),
+        search=search_settings(ctx.config),
         search_budgets={s: cfg.search.budgets[s] for s in cfg.tree_strategies},
         search_limit=cfg.search.limit,
         prm_cost=ModelCost.from_config(AutoConfig.from_pretrained(prm_dir)) if prm_dir else None,
@@ -86,7 +94,7 @@ def evaluate_task(
             artifact.path,
             plan,
             open_backend=lambda: load_backend(gen, model_dir),
-            open_scorer=(lambda: open_prm(ctx, prm_dir)) if prm_dir else None,
+            open_scorer=(lambda: open_prm(ctx.config, prm_dir)) if prm_dir else None,
             log=lambda msg: logger.info("%s %s", policy.name, msg),
         )
     parameters = count_parameters(model_config)
