@@ -172,6 +172,18 @@ def test_wrong_type_is_refused_naming_the_field(section, value, field):
             "math_shepherd",
         ),
         ("prm", {"labels": {"rollouts_per_step": 0}}, "prm.labels.rollouts_per_step", "greater"),
+        (
+            "prm",
+            {"labels": {"rollouts_per_step": 2, "rollout_temperature": 0.0}},
+            "prm.labels",
+            "set rollouts_per_step to 1",
+        ),
+        (
+            "prm",
+            {"labels": {"rollout_temperature": -0.5}},
+            "prm.labels.rollout_temperature",
+            "greater than or equal to 0",
+        ),
         ("tracking", {"mode": "sometimes"}, "tracking.mode", "offline"),
         ("name", "my experiment", "name", "pattern"),
     ],

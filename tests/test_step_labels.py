@@ -130,6 +130,16 @@ def test_a_completer_makes_the_rollouts_and_the_policy_only_the_solutions():
     assert len(completer.calls) == 1 and all("Step 1:" in r.prompt for r in completer.calls[0])
 
 
+def test_rollouts_take_their_own_temperature_and_solutions_keep_theirs():
+    policy, completer = ScriptedPolicy(), ScriptedPolicy()
+    label_solutions(
+        PROBLEMS, policy, FMT, 5, 1, 0.7, 0.9, 32, seed=7, completer=completer,
+        rollout_temperature=0.0,
+    )  # fmt: skip
+    assert {(r.n, r.temperature) for r in policy.calls[0]} == {(5, 0.7)}
+    assert {(r.n, r.temperature) for r in completer.calls[0]} == {(1, 0.0)}
+
+
 def test_seeds_are_deterministic_and_do_not_depend_on_other_questions():
     first, again, alone, other_seed = (ScriptedPolicy() for _ in range(4))
     label(first)

@@ -168,7 +168,21 @@ class StepLabelConfig(Strict):
     samples_per_question: Positive = 4
     rollouts_per_step: Positive = 4
     temperature: Annotated[float, Field(gt=0)] = 0.8
+    # The completer's sampling temperature; None: `temperature`. Sampled solutions need
+    # diversity to hold errors, while a cooler completer finishes a right prefix more often and
+    # recovers from a wrong one less often: its labels say more about the prefix. 0 is greedy.
+    rollout_temperature: Annotated[float, Field(ge=0)] | None = None
     top_p: Probability = 1.0
+
+    @model_validator(mode="after")
+    def _greedy_rollouts_once(self) -> StepLabelConfig:
+        if self.rollout_temperature == 0 and self.rollouts_per_step > 1:
+            raise ValueError(
+                f"rollout_temperature 0 is greedy, so its {self.rollouts_per_step} rollouts per "
+                f"step would all be the same completion; set rollouts_per_step to 1 or give "
+                f"rollout_temperature above 0"
+            )
+        return self
 
 
 class PRMConfig(Strict):

@@ -63,22 +63,26 @@ def label_solutions(
     equivalent: Equivalence = is_equivalent,
     batch_size: int | None = None,
     completer: Backend | None = None,
+    rollout_temperature: float | None = None,
 ) -> list[StepLabelled]:
     """Sample solutions from the policy and label each step by rollouts from its prefix.
 
     The rollouts come from `completer` when given (Math-Shepherd's completer: a model good
     enough to finish a right prefix, so that a right step is seldom labelled wrong), else from
-    the policy itself. The backends are called twice over (solutions, then every rollout of
-    every prefix of every solution), each time with all requests at once, or in chunks of at
-    most `batch_size` sequences when given. Every sampled sequence gets its own seed: the
-    question's seed (from `seed` and the question id, so a question is labelled the same
-    whatever its neighbours) plus a running offset. Solutions without any step are dropped.
+    the policy itself, at `rollout_temperature` (default: `temperature`). The backends are
+    called twice over (solutions, then every rollout of every prefix of every solution), each
+    time with all requests at once, or in chunks of at most `batch_size` sequences when given.
+    Every sampled sequence gets its own seed: the question's seed (from `seed` and the question
+    id, so a question is labelled the same whatever its neighbours) plus a running offset.
+    Solutions without any step are dropped.
     """
     if samples_per_question < 1 or rollouts_per_step < 1:
         raise ValueError("samples_per_question and rollouts_per_step must be at least 1")
     base_seeds = [sample_seed(seed, p.id) for p in problems]
+    if rollout_temperature is None:
+        rollout_temperature = temperature
 
-    def request(prompt: str, n: int, seed: int) -> Request:
+    def request(prompt: str, n: int, seed: int, temperature: float = temperature) -> Request:
         return Request(
             prompt=prompt,
             n=n,
@@ -103,7 +107,9 @@ def label_solutions(
             for k in range(1, len(steps)):
                 prefixes.append(_Prefix(i, j, k))
                 prompt = fmt.prompt(p.question) + fmt.solution(steps[:k])
-                rollout_requests.append(request(prompt, rollouts_per_step, next_seed))
+                rollout_requests.append(
+                    request(prompt, rollouts_per_step, next_seed, rollout_temperature)
+                )
                 next_seed += rollouts_per_step
     rollouts = _generate(completer or backend, rollout_requests, batch_size)
 

@@ -75,6 +75,7 @@ def label_steps_task(
                     seed=ctx.config.seed,
                     batch_size=gen.batch_size,
                     completer=completer,
+                    rollout_temperature=cfg.rollout_temperature,
                 )
                 write_step_labels(artifact.path / name, records)
                 stats[name.removesuffix(".jsonl")] = label_stats(records)
