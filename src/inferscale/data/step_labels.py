@@ -79,10 +79,8 @@ def label_solutions(
     if samples_per_question < 1 or rollouts_per_step < 1:
         raise ValueError("samples_per_question and rollouts_per_step must be at least 1")
     base_seeds = [sample_seed(seed, p.id) for p in problems]
-    if rollout_temperature is None:
-        rollout_temperature = temperature
 
-    def request(prompt: str, n: int, seed: int, temperature: float = temperature) -> Request:
+    def request(prompt: str, n: int, seed: int, temperature: float) -> Request:
         return Request(
             prompt=prompt,
             n=n,
@@ -93,7 +91,7 @@ def label_solutions(
         )
 
     solution_requests = [
-        request(fmt.prompt(p.question), samples_per_question, base)
+        request(fmt.prompt(p.question), samples_per_question, base, temperature)
         for p, base in zip(problems, base_seeds, strict=True)
     ]
     completions = _generate(backend, solution_requests, batch_size)
@@ -101,15 +99,14 @@ def label_solutions(
 
     prefixes: list[_Prefix] = []
     rollout_requests: list[Request] = []
+    rollout_temp = temperature if rollout_temperature is None else rollout_temperature
     for i, (p, base) in enumerate(zip(problems, base_seeds, strict=True)):
         next_seed = base + samples_per_question
         for j, steps in enumerate(solutions[i]):
             for k in range(1, len(steps)):
                 prefixes.append(_Prefix(i, j, k))
                 prompt = fmt.prompt(p.question) + fmt.solution(steps[:k])
-                rollout_requests.append(
-                    request(prompt, rollouts_per_step, next_seed, rollout_temperature)
-                )
+                rollout_requests.append(request(prompt, rollouts_per_step, next_seed, rollout_temp))
                 next_seed += rollouts_per_step
     rollouts = _generate(completer or backend, rollout_requests, batch_size)
 
