@@ -167,21 +167,11 @@ def test_tree_search_flops_count_every_node_and_every_prm_read(tmp_path):
     node_tokens = {"0": 2, "1": 3, "0.0": 3, "1.0": 3}  # scripted: depth + index + 1
     assert record["nodes"] == 4 and record["tokens"] == sum(node_tokens.values())
     assert point["flops_paper"] == sum(node_tokens.values()) * 2 * COST.total
-    policy = (
-        forward_flops(COST, prompt)
-        + forward_flops(COST, 2, prompt)
-        + forward_flops(COST, 3, prompt)
-        + forward_flops(COST, 3, prompt + 2)
-        + forward_flops(COST, 3, prompt + 3)
-    )
-    # The PRM reads the prompt once, then each node's step on top of its parent's.
-    prm = (
-        forward_flops(PRM_COST, prompt)
-        + forward_flops(PRM_COST, 2, prompt)
-        + forward_flops(PRM_COST, 3, prompt)
-        + forward_flops(PRM_COST, 3, prompt + 2)
-        + forward_flops(PRM_COST, 3, prompt + 3)
-    )
+    # Policy and PRM read the same chunks: the prompt once, then each node's step on top of
+    # its parent's.
+    reads = [(prompt, 0), (2, prompt), (3, prompt), (3, prompt + 2), (3, prompt + 3)]
+    policy = sum(forward_flops(COST, n, past) for n, past in reads)
+    prm = sum(forward_flops(PRM_COST, n, past) for n, past in reads)
     assert point["flops_full"] == policy + prm
     assert not math.isnan(point["stderr"])
 
