@@ -126,7 +126,9 @@ def test_plan_paths_are_stage_label_and_key_under_the_run_root(tmp_path):
         ({"evaluation.seed": 99}, EVAL_DOWN),
         ({"evaluation.strategies": ["greedy"]}, EVAL_DOWN),
         ({"evaluation.limit": 10}, EVAL_DOWN),
-        ({"generation.temperature": 0.7}, EVAL_DOWN),
+        # The default's solutions to label are sampled at the evaluation's temperature.
+        ({"generation.temperature": 0.7}, PRM_DOWN),
+        ({"prm.labels.temperature": 0.7}, PRM_DOWN),
         ({"generation.top_p": 0.9}, EVAL_DOWN),
         ({"generation.max_new_tokens": 64}, PRM_DOWN),
         ({"generation.dtype": "bfloat16"}, PRM_DOWN),
@@ -156,6 +158,7 @@ def test_changing_a_section_changes_its_stage_and_everything_downstream(
             "generation.vllm.enable_prefix_caching": False,
             "generation.vllm.enforce_eager": True,
         },
+        {"prm.labels.temperature": DEFAULT_RAW["generation"]["temperature"]},
         {"sft.logging_steps": 1},
         {"prm.batch_size": 7},
         {"prm.cache_bytes": 0},
@@ -167,6 +170,13 @@ def test_changing_a_section_changes_its_stage_and_everything_downstream(
 )
 def test_speed_and_bookkeeping_settings_do_not_change_keys(default_keys, updates):
     assert keys(make_config(**updates)) == default_keys
+
+
+def test_rollout_temperature_left_to_default_and_given_equal_make_the_same_labels():
+    solutions = {"prm.labels.temperature": 0.9}
+    implicit = keys(make_config(**solutions, **{"prm.labels.rollout_temperature": None}))
+    explicit = keys(make_config(**solutions, **{"prm.labels.rollout_temperature": 0.9}))
+    assert implicit == explicit
 
 
 def test_deepspeed_file_content_changes_sft_and_downstream_keys(tmp_path, default_keys):

@@ -54,6 +54,31 @@ def test_default_config_validates_with_its_values():
     assert config.sft.deepspeed == str((CONFIGS / "deepspeed" / "zero2.json").resolve())
 
 
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({}, (0.6, 0.0)),  # the default: solutions as the evaluation samples, greedy rollouts
+        ({"rollout_temperature": None}, (0.6, 0.6)),
+        ({"temperature": 0.9, "rollout_temperature": None}, (0.9, 0.9)),
+        ({"temperature": 0.9, "rollout_temperature": 0.3}, (0.9, 0.3)),
+    ],
+)
+def test_label_temperatures_resolve_solutions_from_generation_and_rollouts_from_solutions(
+    labels, expected
+):
+    raw = raw_config()
+    assert raw["generation"]["temperature"] == 0.6
+    raw["prm"]["labels"].update(labels)
+    config = parse_config(raw, base_dir=CONFIGS)
+    assert config.label_temperatures == expected
+
+
+def test_greedy_evaluation_with_explicit_label_temperature_is_accepted():
+    raw = raw_config(generation={"temperature": 0.0})
+    raw["prm"]["labels"]["temperature"] = 0.8
+    assert parse_config(raw, base_dir=CONFIGS).label_temperatures == (0.8, 0.0)
+
+
 def test_llemma_config_validates_with_hub_policies_and_datasets():
     config = load_config(CONFIGS / "llemma.yaml")
     assert config.data.arithmetic is None
@@ -183,6 +208,12 @@ def test_wrong_type_is_refused_naming_the_field(section, value, field):
             {"labels": {"rollout_temperature": -0.5}},
             "prm.labels.rollout_temperature",
             "greater than or equal to 0",
+        ),
+        (
+            "generation",
+            {"temperature": 0.0},
+            "(top level)",
+            "give prm.labels.temperature above 0",
         ),
         ("tracking", {"mode": "sometimes"}, "tracking.mode", "offline"),
         ("name", "my experiment", "name", "pattern"),

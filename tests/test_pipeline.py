@@ -111,6 +111,8 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
             assert "rebase@4" in run.summary and "weighted_vote@4" in run.summary
         if run.job_type == "train_prm":
             assert any("train/loss" in row for row in run.history)
+        if run.job_type == "label_steps":  # unset, both follow generation.temperature
+            assert run.config["temperature"] == run.config["rollout_temperature"] == 1.0
 
 
 def test_second_run_trains_and_generates_nothing(finished, monkeypatch):

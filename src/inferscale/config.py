@@ -167,10 +167,12 @@ class StepLabelConfig(Strict):
     heldout_questions: Positive = 100  # labelled the same way, kept out of PRM training
     samples_per_question: Positive = 4
     rollouts_per_step: Positive = 4
-    temperature: Annotated[float, Field(gt=0)] = 0.8
-    # The completer's sampling temperature; None: `temperature`. Sampled solutions need
-    # diversity to hold errors, while a cooler completer finishes a right prefix more often and
-    # recovers from a wrong one less often: its labels say more about the prefix. 0 is greedy.
+    # The solutions' sampling temperature; None: `generation.temperature`, so that the PRM
+    # learns from solutions like those it scores in the evaluation.
+    temperature: Annotated[float, Field(gt=0)] | None = None
+    # The completer's sampling temperature; None: the solutions' temperature. Sampled solutions
+    # need diversity to hold errors, while a cooler completer finishes a right prefix more often
+    # and recovers from a wrong one less often: its labels say more about the prefix. 0 is greedy.
     rollout_temperature: Annotated[float, Field(ge=0)] | None = None
     top_p: Probability = 1.0
 
@@ -386,7 +388,24 @@ class ExperimentConfig(Strict):
                 name = getattr(self.prm.labels, role)
                 if name is not None and name not in names:
                     raise ValueError(f"prm.labels.{role} {name!r} is not a policy; one of {names}")
+            if self.prm.labels.temperature is None and self.generation.temperature == 0:
+                raise ValueError(
+                    "prm.labels.temperature follows generation.temperature, which is 0 (greedy): "
+                    "every sampled solution of a question would be the same; give "
+                    "prm.labels.temperature above 0"
+                )
         return self
+
+    @property
+    def label_temperatures(self) -> tuple[float, float]:
+        """The step labels' (solution, rollout) sampling temperatures, defaults resolved."""
+        assert self.prm is not None and self.prm.labels is not None
+        labels = self.prm.labels
+        solutions = labels.temperature
+        if solutions is None:
+            solutions = self.generation.temperature
+        rollouts = labels.rollout_temperature
+        return solutions, solutions if rollouts is None else rollouts
 
     @property
     def labelling_policy(self) -> PolicyConfig:

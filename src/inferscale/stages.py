@@ -186,7 +186,12 @@ def _prm_stages(
             "label_steps",
             policy.name,
             {
-                "labels": prm.labels.model_dump(),
+                # Resolved: a temperature left to its default and the same one given
+                # explicitly make the same labels.
+                "labels": {
+                    **prm.labels.model_dump(exclude={"temperature", "rollout_temperature"}),
+                    "temperatures": config.label_temperatures,
+                },
                 # The labels have their own sampling settings.
                 "generation": {k: v for k, v in generation.items() if k not in SAMPLING},
                 "format": config.data.format.model_dump(),

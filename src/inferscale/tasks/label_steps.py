@@ -54,6 +54,7 @@ def label_steps_task(
             f"prm.labels wants {wanted} training questions (questions + heldout_questions) but "
             f"the training split has {len(train)}; lower them or raise the training split"
         )
+    temperature, rollout_temperature = ctx.config.label_temperatures
     stats = {}
     backend = load_backend(gen, model_dir)
     completer = load_backend(gen, completer_dir) if completer_dir != model_dir else None
@@ -69,13 +70,13 @@ def label_steps_task(
                     step_format(ctx.config.data),
                     samples_per_question=cfg.samples_per_question,
                     rollouts_per_step=cfg.rollouts_per_step,
-                    temperature=cfg.temperature,
+                    temperature=temperature,
                     top_p=cfg.top_p,
                     max_new_tokens=gen.max_new_tokens,
                     seed=ctx.config.seed,
                     batch_size=gen.batch_size,
                     completer=completer,
-                    rollout_temperature=cfg.rollout_temperature,
+                    rollout_temperature=rollout_temperature,
                 )
                 write_step_labels(artifact.path / name, records)
                 stats[name.removesuffix(".jsonl")] = label_stats(records)
@@ -84,8 +85,13 @@ def label_steps_task(
         if completer is not None:
             completer.close()
     logger.info("labelled steps of %s in %.0f s: %s", policy.name, timer.seconds, stats)
+    resolved = {"temperature": temperature, "rollout_temperature": rollout_temperature}
     run = start_run(
-        ctx.tracking, "label_steps", f"label_steps-{policy.name}", cfg.model_dump(), ctx.plan.root
+        ctx.tracking,
+        "label_steps",
+        f"label_steps-{policy.name}",
+        {**cfg.model_dump(), **resolved},
+        ctx.plan.root,
     )
     run.summary.update({f"{k}/{m}": v for k, s in stats.items() for m, v in s.items()})
     finish_run(run)
