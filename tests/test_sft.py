@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from inferscale.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_data, ste
 from inferscale.models.launch import (
     SHM,
     TrainingFailed,
+    clear_stale_build_lock,
+    op_build_lock,
     remove_shared_buffers,
     run_sft,
     sft_spec,
@@ -71,7 +75,17 @@ def test_two_rank_deepspeed_sft_trains_and_logs_to_wandb(tmp_path):
     env = wandb_env(tracking, "sft", "sft-A", tmp_path)
 
     buffers_before = set(SHM.glob("deepspeed_allreduce_buffer_*"))
-    summary = run_sft(spec, config.sft, env, tmp_path / "train.log")
+    # As an interrupted run leaves it: without its removal both ranks would wait forever.
+    lock = op_build_lock()
+    clear_stale_build_lock(lock)
+    assert not lock.exists(), f"{lock} is held: another process is building DeepSpeed's op"
+    old_file(lock)
+    try:
+        summary = run_sft(spec, config.sft, env, tmp_path / "train.log")
+    finally:
+        lock.unlink(missing_ok=True)
+    first = (tmp_path / "train.log").read_text().splitlines()[0]
+    assert first.startswith(f"removed {lock}, left by an interrupted run")
     # DeepSpeed's CPU all-reduce leaves one shared buffer per rank; the launcher removes them.
     assert set(SHM.glob("deepspeed_allreduce_buffer_*")) <= buffers_before
 
@@ -105,6 +119,36 @@ def test_only_the_runs_own_shared_buffers_are_removed(tmp_path):
     remove_shared_buffers(29533, shm=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
     remove_shared_buffers(29533, shm=tmp_path)  # nothing left to remove is fine
+
+
+def old_file(path: Path, age_s: float = 60.0) -> Path:
+    path.touch()
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path
+
+
+def test_a_build_lock_no_process_holds_is_removed(tmp_path):
+    lock = old_file(tmp_path / "lock")
+    assert clear_stale_build_lock(lock)
+    assert not lock.exists()
+    assert not clear_stale_build_lock(lock)  # none left is fine
+
+
+def test_a_build_lock_a_process_holds_is_kept_until_released(tmp_path):
+    lock = old_file(tmp_path / "lock")
+    fd = os.open(lock, os.O_RDONLY)  # torch's builder keeps its lock open while it works
+    try:
+        assert not clear_stale_build_lock(lock)
+        assert lock.exists()
+    finally:
+        os.close(fd)
+    assert clear_stale_build_lock(lock)
+
+
+def test_a_build_lock_just_made_is_kept(tmp_path):
+    lock = old_file(tmp_path / "lock", age_s=0.0)
+    assert not clear_stale_build_lock(lock)
+    assert clear_stale_build_lock(lock, now=time.time() + 60)
 
 
 def test_a_failing_launch_raises_with_the_log_tail(tmp_path):

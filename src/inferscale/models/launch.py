@@ -4,11 +4,13 @@ rank, and check its result."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +22,12 @@ PRM_MODULE = "inferscale.models.prm_train"
 
 
 SHM = Path("/dev/shm")
+# DeepSpeed's CPU communication op, which every CPU rank JIT-loads through torch.
+SHM_COMM_OP = "deepspeed_shm_comm"
+# A lock younger than this may belong to a builder that has not opened it yet or is closing it.
+STALE_LOCK_AGE_S = 5.0
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingFailed(RuntimeError):
@@ -42,6 +50,40 @@ def remove_shared_buffers(port: int, shm: Path = SHM) -> None:
     each) when its processes exit; without this, every training run would leak them."""
     for path in shared_buffers(port, shm):
         path.unlink(missing_ok=True)
+
+
+def op_build_lock(op: str = SHM_COMM_OP) -> Path:
+    """The lock file torch takes while it builds or checks `op`'s JIT extension."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(op, verbose=False)) / "lock"
+
+
+def is_open_by_a_process(path: Path, proc: Path = Path("/proc")) -> bool:
+    target = os.path.realpath(path)
+    for fd in proc.glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) == target:
+                return True
+        except OSError:  # gone, or another user's
+            continue
+    return False
+
+
+def clear_stale_build_lock(lock: Path, now: float | None = None) -> bool:
+    """Remove `lock` when no process holds it; return whether it did.
+
+    torch's lock is a bare file its holder keeps open and deletes when done: a rank killed while
+    holding it (an interrupted run) leaves it behind, and every later rank then waits on it
+    forever, silently. Where /proc cannot tell who holds it, the lock is left alone."""
+    try:
+        age = (time.time() if now is None else now) - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age < STALE_LOCK_AGE_S or not Path("/proc/self/fd").is_dir() or is_open_by_a_process(lock):
+        return False
+    lock.unlink(missing_ok=True)
+    return True
 
 
 def sft_spec(
@@ -137,8 +179,15 @@ def run_training(
         full_env["DS_ACCELERATOR"] = "cpu"
     full_env.setdefault("OMP_NUM_THREADS", str(launch.threads_per_process))
     port = free_port()
+    lock = op_build_lock() if launch.use_cpu else None
+    cleared = lock is not None and clear_stale_build_lock(lock)
     try:
         with log_path.open("w") as log:
+            if cleared:
+                note = f"removed {lock}, left by an interrupted run: {what} would wait on it"
+                logger.warning(note)
+                log.write(note + "\n")
+                log.flush()
             proc = subprocess.run(
                 launcher_command(launch, module, spec_path, port),
                 env=full_env,
