@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -156,7 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame) -> None:
+    print(
+        "stopped by SIGTERM; finished stages are kept: run the same command to resume",
+        file=sys.stderr,
+    )
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A scheduler's SIGTERM would end the process on the spot, leaving Prefect's temporary
+    # server (and any training it launched) running with no one to stop them: exit instead,
+    # which runs the clean-up.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # The temporary Prefect server's telemetry service only tries to reach the network and
     # races the server's own start-up writes to its database.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
