@@ -59,9 +59,9 @@ def op_build_lock(op: str = SHM_COMM_OP) -> Path:
     return Path(_get_build_directory(op, verbose=False)) / "lock"
 
 
-def is_open_by_a_process(path: Path, proc: Path = Path("/proc")) -> bool:
+def is_open_by_a_process(path: Path) -> bool:
     target = os.path.realpath(path)
-    for fd in proc.glob("[0-9]*/fd/*"):
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
         try:
             if os.readlink(fd) == target:
                 return True
