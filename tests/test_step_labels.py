@@ -78,6 +78,7 @@ def label(policy, problems=PROBLEMS, batch_size=None, seed=7):
         top_p=0.9,
         max_new_tokens=32,
         seed=seed,
+        rollout_temperature=0.7,
         batch_size=batch_size,
     )
 
@@ -123,8 +124,9 @@ def test_all_rollouts_go_to_the_backend_in_one_call_with_distinct_seeds():
 def test_a_completer_makes_the_rollouts_and_the_policy_only_the_solutions():
     policy, completer = ScriptedPolicy(), ScriptedPolicy()
     records = label_solutions(
-        PROBLEMS, policy, FMT, 5, 4, 0.7, 0.9, 32, seed=7, completer=completer
-    )
+        PROBLEMS, policy, FMT, 5, 4, 0.7, 0.9, 32, seed=7, rollout_temperature=0.7,
+        completer=completer,
+    )  # fmt: skip
     assert records == label(ScriptedPolicy())
     assert len(policy.calls) == 1 and all("Step" not in r.prompt for r in policy.calls[0])
     assert len(completer.calls) == 1 and all("Step 1:" in r.prompt for r in completer.calls[0])

@@ -60,16 +60,17 @@ def label_solutions(
     top_p: float,
     max_new_tokens: int,
     seed: int,
+    *,
+    rollout_temperature: float,
     equivalent: Equivalence = is_equivalent,
     batch_size: int | None = None,
     completer: Backend | None = None,
-    rollout_temperature: float | None = None,
 ) -> list[StepLabelled]:
     """Sample solutions from the policy and label each step by rollouts from its prefix.
 
     The rollouts come from `completer` when given (Math-Shepherd's completer: a model good
     enough to finish a right prefix, so that a right step is seldom labelled wrong), else from
-    the policy itself, at `rollout_temperature` (default: `temperature`). The backends are
+    the policy itself, at `rollout_temperature` (0: greedy). The backends are
     called twice over (solutions, then every rollout of every prefix of every solution), each
     time with all requests at once, or in chunks of at most `batch_size` sequences when given.
     Every sampled sequence gets its own seed: the question's seed (from `seed` and the question
@@ -99,14 +100,15 @@ def label_solutions(
 
     prefixes: list[_Prefix] = []
     rollout_requests: list[Request] = []
-    rollout_temp = temperature if rollout_temperature is None else rollout_temperature
     for i, (p, base) in enumerate(zip(problems, base_seeds, strict=True)):
         next_seed = base + samples_per_question
         for j, steps in enumerate(solutions[i]):
             for k in range(1, len(steps)):
                 prefixes.append(_Prefix(i, j, k))
                 prompt = fmt.prompt(p.question) + fmt.solution(steps[:k])
-                rollout_requests.append(request(prompt, rollouts_per_step, next_seed, rollout_temp))
+                rollout_requests.append(
+                    request(prompt, rollouts_per_step, next_seed, rollout_temperature)
+                )
                 next_seed += rollouts_per_step
     rollouts = _generate(completer or backend, rollout_requests, batch_size)
 
