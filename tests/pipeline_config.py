@@ -3,6 +3,9 @@ each, 16 questions, every strategy."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -87,3 +90,16 @@ def tiny_config(output_dir: Path, **overrides) -> dict:
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def start_run(config_path: Path, workdir: Path, log_name: str) -> subprocess.Popen:
+    """`inferscale run` in a process of its own session, as a user starts it, with its own
+    PREFECT_HOME under `workdir`; its output goes to `workdir / log_name`."""
+    with (workdir / log_name).open("w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "inferscale.cli", "run", str(config_path)],
+            env={**os.environ, "PREFECT_HOME": str(workdir / "prefect")},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

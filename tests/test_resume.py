@@ -6,12 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from pipeline_config import tiny_config, write_config
+from pipeline_config import start_run, tiny_config, write_config
 
 from inferscale.config import load_config
 from inferscale.stages import plan
@@ -44,15 +43,7 @@ def test_killed_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
     config_path = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs", **OVERRIDES))
     p = plan(load_config(config_path))
     pool_file = p.evaluate["A"].path / "samples-n8.jsonl"
-    log = (tmp_path / "killed.log").open("w")
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inferscale.cli", "run", str(config_path)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_run(config_path, tmp_path, "killed.log")
     try:
         wait_for_lines(pool_file, 6, proc, timeout_s=300)
     finally:

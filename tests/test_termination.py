@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
-from pipeline_config import tiny_config, write_config
+from pipeline_config import start_run, tiny_config, write_config
 
 from inferscale.config import load_config
 from inferscale.stages import plan
@@ -48,15 +47,7 @@ def test_terminated_run_stops_its_ranks_and_server_and_keeps_finished_stages(tmp
         tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs", **{"sft.max_steps": 100000})
     )
     p = plan(load_config(config_path))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
-    log = (tmp_path / "terminated.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inferscale.cli", "run", str(config_path)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_run(config_path, tmp_path, "terminated.log")
     family: list[psutil.Process] = []
     try:
         family = wait_for_training_rank(proc, timeout_s=300)
@@ -75,7 +66,6 @@ def test_terminated_run_stops_its_ranks_and_server_and_keeps_finished_stages(tmp
             proc.wait()
     assert left == [], f"still running after the run stopped: {left}"
     assert code == 128 + signal.SIGTERM
-    log.close()
     said = (tmp_path / "terminated.log").read_text()
     assert "stopped by SIGTERM; finished stages are kept" in said
     assert p.prepare_data.complete and not p.sft["A"].complete
