@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--policy", default=None, help="policy name (default: the first)")
     parser.add_argument("--widths", default="8,32")
     parser.add_argument("--questions", type=int, default=100)
-    # Single repeats of one ratio ranged 0.85-1.73 on 2 shared cores: 5 steady the median.
+    # Single repeats of one ratio spread by a third and more on 2 shared cores: 5 steady the median.
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--backend",
