@@ -153,6 +153,65 @@ def test_tree_searches_are_stored_per_question_and_resumed(tmp_path):
     assert all(p["accuracy"] == 1.0 for p in points)
 
 
+def test_pools_are_scored_again_on_the_searched_questions(tmp_path):
+    # Only question "3" is ever answered (at depth 1, by every sample and every tree node).
+    problems = [Problem(id=f"id-{q}", question=q, answer=q) for q in ("3", "5", "8")]
+    backend = ScriptedBackend(lambda question, path: "answer" if question == "3" else None)
+    plan = tree_plan(
+        strategies=["greedy", "majority_vote", "rebase"],
+        budgets=[1, 2],
+        search_budgets={"rebase": [2]},
+        search_limit=1,
+    )
+    points = evaluate_policy(
+        problems, tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
+    )["points"]
+    by_key = {(p["question_set"], p["strategy"], p["budget"]): p for p in points}
+    assert sorted(by_key) == [
+        ("all", "greedy", 1),
+        ("all", "majority_vote", 1),
+        ("all", "majority_vote", 2),
+        ("searched", "greedy", 1),
+        ("searched", "majority_vote", 1),
+        ("searched", "majority_vote", 2),
+        ("searched", "rebase", 2),
+    ]
+    assert len(points) == len(by_key)
+    for key, point in by_key.items():
+        on_all = key[0] == "all"
+        assert point["questions"] == (3 if on_all else 1)
+        assert point["accuracy"] == pytest.approx(1 / 3 if on_all else 1.0), key
+    # Costs are averaged over the same questions as accuracies: as if "3" were the only one.
+    alone = evaluate_policy(
+        problems[:1], tmp_path / "3", plan, lambda: backend, ScriptedScorer, lambda _: None
+    )["points"]
+    for point in alone:
+        searched = by_key["searched", point["strategy"], point["budget"]]
+        assert (point["flops_paper"], point["flops_full"]) == (
+            searched["flops_paper"],
+            searched["flops_full"],
+        )
+
+
+def test_searches_on_every_question_add_no_second_question_set(tmp_path):
+    problems = [Problem(id=f"id-{q}", question=q, answer=q) for q in ("3", "5")]
+    backend = ScriptedBackend(answer_at_depth_two)
+    plan = tree_plan(
+        strategies=["greedy", "majority_vote", "rebase"],
+        budgets=[1],
+        search_budgets={"rebase": [2]},
+        search_limit=5,
+    )
+    points = evaluate_policy(
+        problems, tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
+    )["points"]
+    assert [(p["question_set"], p["strategy"], p["questions"]) for p in points] == [
+        ("all", "greedy", 2),
+        ("all", "majority_vote", 2),
+        ("all", "rebase", 2),
+    ]
+
+
 def test_tree_search_flops_count_every_node_and_every_prm_read(tmp_path):
     problem = Problem(id="id-3", question="3", answer="4")  # every solution answers 3: wrong
     backend = ScriptedBackend(answer_at_depth_two)

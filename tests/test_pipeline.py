@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pipeline_config import tiny_config, write_config
 
@@ -76,9 +77,15 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
     summary = json.loads((report / "summary.json").read_text())
     assert set(summary["policies"]) == {"A", "B"}
     assert (report / "error_vs_flops.png").stat().st_size > 1000
-    table = (report / "points.csv").read_text().splitlines()
-    # per policy: greedy, three votes at budgets 1, 2, 4, rebase at 2 and 4, mcts, beam search
-    assert len(table) == 1 + 2 * (1 + 3 * 3 + 2 + 1 + 1)
+    assert (report / "error_vs_flops_all_questions.png").stat().st_size > 1000
+    table = pd.read_csv(report / "points.csv")
+    # per policy: greedy and three votes at budgets 1, 2, 4, on all 16 questions and again on
+    # the 8 the tree searches ran on; rebase at 2 and 4, mcts, beam search
+    assert len(table) == 2 * (2 * (1 + 3 * 3) + 2 + 1 + 1)
+    majority_on_all = table[
+        (table.strategy == "majority_vote") & (table.budget == 4) & (table.questions == 16)
+    ].set_index("policy")["accuracy"]
+    assert summary["pareto_questions"] == {"A": 8, "B": 8}
     assert job_types(p.root) == [
         "analyze",
         "evaluate",
@@ -108,6 +115,8 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
             assert len(losses) == 4  # max_steps 4, logging every step
         if run.job_type == "evaluate":
             assert "majority_vote@4" in run.summary and "greedy@1" in run.summary
+            policy = run.name.removeprefix("evaluate-")
+            assert run.summary["majority_vote@4"] == majority_on_all[policy]
             assert "rebase@4" in run.summary and "weighted_vote@4" in run.summary
         if run.job_type == "train_prm":
             assert any("train/loss" in row for row in run.history)

@@ -22,7 +22,7 @@ MARKERS = {
 
 
 def points_table(evaluations: dict[str, dict]) -> pd.DataFrame:
-    """One row per (policy, strategy, budget) from each policy's evaluation metrics."""
+    """One row per (policy, question set, strategy, budget) from each policy's evaluation."""
     rows = [
         {"policy": policy, "params": metrics["params"], **point}
         for policy, metrics in evaluations.items()
@@ -30,13 +30,54 @@ def points_table(evaluations: dict[str, dict]) -> pd.DataFrame:
     ]
     table = pd.DataFrame(rows)
     table["error_rate"] = 1.0 - table["accuracy"]
-    order = ["policy", "params", "strategy", "budget", "accuracy", "error_rate", "stderr"]
+    order = ["policy", "params", "question_set", "questions", "strategy", "budget", "accuracy"]
+    order += ["error_rate", "stderr"]
     return table[order + [c for c in table.columns if c not in order]]
 
 
+def compared_points(table: pd.DataFrame) -> pd.DataFrame:
+    """Per policy, the points of the largest question set that every one of its strategies
+    ran: what comparisons across strategies (Pareto front, plot) are made on."""
+    kept = []
+    for _, group in table.groupby("policy", sort=False):
+        strategies = set(group["strategy"])
+        sets = group.groupby("question_set")
+        shared = [
+            (int(rows["questions"].iloc[0]), name)
+            for name, rows in sets
+            if set(rows["strategy"]) == strategies
+        ]
+        if not shared:
+            raise ValueError(
+                f"no question set has points of every strategy of policy "
+                f"{group['policy'].iloc[0]}: {sorted(strategies)}"
+            )
+        kept.append(group[group["question_set"] == max(shared)[1]])
+    return pd.concat(kept)
+
+
+def widest_points(table: pd.DataFrame) -> pd.DataFrame:
+    """Per policy, the points on its largest question set (the strategies that ran on it)."""
+    most = table.groupby("policy", sort=False)["questions"].transform("max")
+    return table[table["questions"] == most]
+
+
+def own_points(table: pd.DataFrame) -> pd.DataFrame:
+    """Each (policy, strategy)'s points on the most questions it ran: its own best estimate."""
+    most = table.groupby(["policy", "strategy"], sort=False)["questions"].transform("max")
+    return table[table["questions"] == most]
+
+
 def plot_error_vs_flops(table: pd.DataFrame, path: Path, accounting: str = "paper") -> Path:
-    """Error rate against FLOPs per question (log x), one line per (policy, strategy)."""
+    """Error rate against FLOPs per question (log x), one line per (policy, strategy); the
+    title says how many questions each policy's points average over."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    counts = table.groupby("policy", sort=False)["questions"].unique()
+    ax.set_title(
+        "questions per point: "
+        + ", ".join(f"{p} {'/'.join(str(int(n)) for n in ns)}" for p, ns in counts.items()),
+        fontsize=9,
+    )
     for (policy, strategy), group in table.groupby(["policy", "strategy"], sort=False):
         group = group.sort_values("budget")
         ax.errorbar(
@@ -60,9 +101,10 @@ def plot_error_vs_flops(table: pd.DataFrame, path: Path, accounting: str = "pape
 
 
 def headline(table: pd.DataFrame) -> dict:
-    """The checks a reader wants first: greedy error per policy and vote at the largest budget."""
+    """The checks a reader wants first: greedy error per policy and each strategy at its largest
+    budget, each on the most questions it ran."""
     out = {}
-    for policy, group in table.groupby("policy", sort=False):
+    for policy, group in own_points(table).groupby("policy", sort=False):
         greedy = group[group.strategy == "greedy"]
         row = {"params": int(group["params"].iloc[0])}
         if not greedy.empty:
@@ -91,9 +133,10 @@ def on_pareto_front(flops: list[float], errors: list[float]) -> list[bool]:
 
 def pareto_shares(table: pd.DataFrame, accounting: str = "paper") -> dict[str, dict[str, float]]:
     """Per policy and strategy: the share of the strategy's budgets whose point lies on the
-    policy's error-vs-FLOPs Pareto front over all its strategies."""
+    policy's error-vs-FLOPs Pareto front over all its strategies, all on one question set (see
+    `compared_points`)."""
     out: dict[str, dict[str, float]] = {}
-    for policy, group in table.groupby("policy", sort=False):
+    for policy, group in compared_points(table).groupby("policy", sort=False):
         front = on_pareto_front(list(group[f"flops_{accounting}"]), list(group["error_rate"]))
         shares = pd.Series(front, index=group.index).groupby(group["strategy"], sort=False).mean()
         out[str(policy)] = {str(k): float(v) for k, v in shares.items()}

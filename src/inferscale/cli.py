@@ -58,11 +58,17 @@ def format_summary(summary: dict, report_dir: Path) -> str:
                 if prm.get(k) is not None
             )
         )
+    questions = summary.get("pareto_questions", {})
     for name, shares in summary.get("pareto", {}).items():
         tree = {k: v for k, v in shares.items() if k in ("rebase", "mcts", "beam_search")}
         if tree:
+            on = (
+                f" (on the {questions[name]} questions every strategy ran)"
+                if name in questions
+                else ""
+            )
             lines.append(
-                f"{name}: share of budgets on the error-vs-FLOPs Pareto front: "
+                f"{name}: share of budgets on the error-vs-FLOPs Pareto front{on}: "
                 + "  ".join(f"{k} {v:.2f}" for k, v in tree.items())
             )
     lines.append("greedy accuracy by level:")

@@ -29,6 +29,9 @@ from inferscale.search.tree import Aggregation, Scorer, SearchResult, SearchSett
 from inferscale.search.voting import weighted_vote
 
 VOTES = {"majority_vote": "majority", "weighted_vote": "weighted", "best_of_n": "best_of_n"}
+# A point's question set: every evaluated question, or the ones the tree searches ran on.
+ALL = "all"
+SEARCHED = "searched"
 
 
 @dataclass(frozen=True)
@@ -412,6 +415,7 @@ def evaluate_policy(
         jobs.append((pool_name, plan.budgets[-1], False))
     ids = {p.id for p in problems}
     search_problems = problems[: plan.search_limit]
+    search_ids = {p.id for p in search_problems}
     opened: dict[str, object] = {}
 
     def backend() -> Backend:
@@ -443,7 +447,6 @@ def evaluate_policy(
                 log(f"{pool_name}: {todo} questions' samples to score with the PRM")
                 records = {r["id"]: r for r in read(pool_name)}
                 score_pool(problems, records, store, scorer(), plan.fmt, plan.sampling.batch_size)
-        search_ids = {p.id for p in search_problems}
         for strategy in tree_strategies:
             for budget in plan.search_budgets[strategy]:
                 name = f"{strategy}-b{budget}"
@@ -475,31 +478,46 @@ def evaluate_policy(
         for thing in opened.values():
             thing.close()  # type: ignore[attr-defined]
 
+    # Tree searches on fewer questions than the pools: the greedy and vote points are also
+    # scored on the searched questions alone, so that strategies are compared on one set.
+    subsets = {ALL: ids}
+    if tree_strategies and search_ids != ids:
+        subsets[SEARCHED] = search_ids
     result: dict = {"points": []}
-    if "greedy" in plan.strategies:
-        records = read("greedy")
-        result["points"].append(greedy_point(records, plan.cost, plan.paper_params))
-        result["greedy_accuracy_by_level"] = accuracy_by_level(records)
-    if pool_strategies:
-        records = read(pool_name)
-        scores = None
-        if needs_scores:
-            by_id = {r["id"]: r for r in read(f"{pool_name}-prm")}
-            scores = [by_id[r["id"]] for r in records]
-        for strategy in pool_strategies:
-            result["points"] += vote_points(
-                records,
-                strategy,
-                plan.budgets,
-                plan.cost,
-                plan.paper_params,
-                plan.sampling.seed,
-                scores,
-                plan.aggregation,
-                plan.prm_cost,
-            )
+    for subset, wanted in subsets.items():
+        points = []
+        if "greedy" in plan.strategies:
+            records = read("greedy", wanted)
+            points.append(greedy_point(records, plan.cost, plan.paper_params))
+            if subset == ALL:
+                result["greedy_accuracy_by_level"] = accuracy_by_level(records)
+        if pool_strategies:
+            records = read(pool_name, wanted)
+            scores = None
+            if needs_scores:
+                by_id = {r["id"]: r for r in read(f"{pool_name}-prm", wanted)}
+                scores = [by_id[r["id"]] for r in records]
+            for strategy in pool_strategies:
+                points += vote_points(
+                    records,
+                    strategy,
+                    plan.budgets,
+                    plan.cost,
+                    plan.paper_params,
+                    plan.sampling.seed,
+                    scores,
+                    plan.aggregation,
+                    plan.prm_cost,
+                )
+        result["points"] += [
+            {**p, "question_set": subset, "questions": len(wanted)} for p in points
+        ]
+    tree_set = SEARCHED if SEARCHED in subsets else ALL
     for strategy in tree_strategies:
         for budget in plan.search_budgets[strategy]:
-            records = read(f"{strategy}-b{budget}", {p.id for p in search_problems})
-            result["points"].append(tree_point(records, strategy, budget))
+            records = read(f"{strategy}-b{budget}", search_ids)
+            point = tree_point(records, strategy, budget)
+            result["points"].append(
+                {**point, "question_set": tree_set, "questions": len(search_ids)}
+            )
     return result

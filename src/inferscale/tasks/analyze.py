@@ -6,7 +6,14 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from inferscale.analysis import headline, pareto_shares, plot_error_vs_flops, points_table
+from inferscale.analysis import (
+    compared_points,
+    headline,
+    pareto_shares,
+    plot_error_vs_flops,
+    points_table,
+    widest_points,
+)
 from inferscale.artifacts import write_json
 from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
 from inferscale.tasks.context import RunContext
@@ -14,7 +21,8 @@ from inferscale.tasks.evaluate import METRICS_FILE
 from inferscale.tracking.wandb_runs import finish_run, log_image, log_table, start_run
 
 TABLE_FILE = "points.csv"
-PLOT_FILE = "error_vs_flops.png"
+PLOT_FILE = "error_vs_flops.png"  # every strategy, on the questions all of them ran
+ALL_QUESTIONS_PLOT_FILE = "error_vs_flops_all_questions.png"
 SUMMARY_FILE = "summary.json"
 
 
@@ -31,7 +39,13 @@ def analyze_task(
     }
     table = points_table(evaluations)
     table.to_csv(artifact.path / TABLE_FILE, index=False)
-    plot = plot_error_vs_flops(table, artifact.path / PLOT_FILE)
+    compared = compared_points(table)
+    plot = plot_error_vs_flops(compared, artifact.path / PLOT_FILE)
+    widest = widest_points(table)
+    if not widest.index.equals(compared.index):
+        # Tree searches on fewer questions: the strategies that ran on every question get a
+        # plot of their own, at the precision of the whole test set.
+        plot_error_vs_flops(widest, artifact.path / ALL_QUESTIONS_PLOT_FILE)
     summary = {
         "experiment": ctx.config.name,
         "policies": headline(table),
@@ -39,6 +53,10 @@ def analyze_task(
             name: m.get("greedy_accuracy_by_level") for name, m in evaluations.items()
         },
         "pareto": pareto_shares(table),
+        "pareto_questions": {
+            str(policy): int(n)
+            for policy, n in compared.groupby("policy", sort=False)["questions"].first().items()
+        },
     }
     if prm_dir is not None:
         summary["prm"] = json.loads((Path(prm_dir) / PRM_SUMMARY_FILE).read_text()).get("eval", {})

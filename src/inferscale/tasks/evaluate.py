@@ -13,8 +13,14 @@ from inferscale.compute import ModelCost, count_parameters
 from inferscale.config import ExperimentConfig, PolicyConfig
 from inferscale.data.prepare import TEST_FILE, step_format
 from inferscale.data.records import read_problems
-from inferscale.evaluation import EvaluationPlan, SamplingSettings, evaluate_policy
+from inferscale.evaluation import (
+    SEARCHED,
+    EvaluationPlan,
+    SamplingSettings,
+    evaluate_policy,
+)
 from inferscale.generation.backends import load_backend
+from inferscale.search.registry import TREE_STRATEGIES
 from inferscale.search.tree import SearchSettings
 from inferscale.tasks.context import RunContext
 from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
@@ -120,7 +126,12 @@ def evaluate_task(
         },
         ctx.plan.root,
     )
-    for p in points:
+    # The pools' points on the searched questions alone serve the comparison with the tree
+    # searches; the table has them, the curves and the summary keep each pool on every question.
+    tracked = [
+        p for p in points if p["question_set"] != SEARCHED or p["strategy"] in TREE_STRATEGIES
+    ]
+    for p in tracked:
         run.log(
             {
                 "budget": p["budget"],
@@ -129,7 +140,7 @@ def evaluate_task(
             }
         )
     log_table(run, "points", pd.DataFrame(points))
-    run.summary.update({f"{p['strategy']}@{p['budget']}": p["accuracy"] for p in points})
+    run.summary.update({f"{p['strategy']}@{p['budget']}": p["accuracy"] for p in tracked})
     finish_run(run)
     artifact.mark_complete({"questions": len(problems), "seconds": timer.seconds})
     return str(artifact.path)
