@@ -3,7 +3,8 @@
 Runs the experiment twice from an empty output directory, each time as the user would
 (`inferscale run CONFIG`, a fresh process), and times an empty Prefect flow in a fresh process
 the same way: the fixed start-up (imports, temporary server) that every run pays. Writes
-bench/results/rerun_overhead.json.
+bench/results/rerun_overhead.json, with when each stage of the first run finished and the run's
+summary, the figures the README quotes.
 
     .venv/bin/python bench/rerun_overhead.py [--config configs/default.yaml]
 """
@@ -22,8 +23,19 @@ from pathlib import Path
 
 import yaml
 
+from inferscale.artifacts import COMPLETE_MARKER
+from inferscale.config import load_config
+from inferscale.stages import plan
+from inferscale.tasks.analyze import SUMMARY_FILE
+
 REPO = Path(__file__).resolve().parents[1]
 NOOP_FLOW = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"
+
+
+def shown_path(path: Path) -> str:
+    """The path relative to the repository when it lies inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def timed(cmd: list[str], env: dict, log: Path) -> float:
@@ -56,13 +68,20 @@ def main() -> None:
     }
     cli = [sys.executable, "-m", "inferscale.cli", "run", str(config_path)]
 
+    started = time.time()
     first = timed(cli, env, work / "first.log")
+    # Read before the second run, which must leave every stage as it was.
+    stages = plan(load_config(config_path))
+    finished_at = {
+        f"{a.stage}/{a.path.name}": round((a.path / COMPLETE_MARKER).stat().st_mtime - started, 1)
+        for a in stages.all()
+    }
     second = timed(cli, env, work / "second.log")
     startup = min(
         timed([sys.executable, "-c", NOOP_FLOW], env, work / "noop.log") for _ in range(2)
     )
     result = {
-        "config": str(Path(args.config).resolve().relative_to(REPO)),
+        "config": shown_path(Path(args.config)),
         "first_run_s": round(first, 1),
         "second_run_s": round(second, 1),
         "prefect_startup_s": round(startup, 1),
@@ -71,6 +90,9 @@ def main() -> None:
             max(second - startup, 0.0) / max(first - startup, 1e-9), 4
         ),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        # Seconds from the first run's start to each stage's completion marker.
+        "stage_finished_at_s": finished_at,
+        "summary": json.loads((stages.analyze.path / SUMMARY_FILE).read_text()),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
