@@ -142,6 +142,25 @@ def test_rollouts_take_their_own_temperature_and_solutions_keep_theirs():
     assert {(r.n, r.temperature) for r in completer.calls[0]} == {(1, 0.0)}
 
 
+def test_greedy_rollouts_complete_each_distinct_prefix_once():
+    completer = ScriptedPolicy()
+    records = label_solutions(
+        PROBLEMS, ScriptedPolicy(), FMT, 5, 1, 0.7, 0.9, 32, seed=7, completer=completer,
+        rollout_temperature=0.0,
+    )  # fmt: skip
+    # Samples 0 and 2 of "2 + 3 + 1" share their first step: its one rollout labels both.
+    assert [r.prompt for r in completer.calls[0]] == [
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 5"]),
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 5", "5 + 1 = 6"]),
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 4"]),
+        FMT.prompt("2 + 3 + 1") + FMT.solution(["2 + 3 = 4", "4 + 1 = 5"]),
+        FMT.prompt("1 + 1") + FMT.solution(["1 + 1 = 2"]),
+    ]
+    assert [r.soft_labels for r in records] == [
+        [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 0.0], [1.0], [1.0, 1.0]
+    ]  # fmt: skip
+
+
 def test_seeds_are_deterministic_and_do_not_depend_on_other_questions():
     first, again, alone, other_seed = (ScriptedPolicy() for _ in range(4))
     label(first)

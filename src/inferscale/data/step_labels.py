@@ -71,8 +71,9 @@ def label_solutions(
     The rollouts come from `completer` when given (Math-Shepherd's completer: a model good
     enough to finish a right prefix, so that a right step is seldom labelled wrong), else from
     the policy itself, at `rollout_temperature` (0: greedy). The backends are
-    called twice over (solutions, then every rollout of every prefix of every solution), each
-    time with all requests at once, or in chunks of at most `batch_size` sequences when given.
+    called twice over (solutions, then every rollout of every prefix of every solution, each
+    distinct prefix once when greedy), each time with all requests at once, or in chunks of at
+    most `batch_size` sequences when given.
     Every sampled sequence gets its own seed: the question's seed (from `seed` and the question
     id, so a question is labelled the same whatever its neighbours) plus a running offset.
     Solutions without any step are dropped.
@@ -99,21 +100,32 @@ def label_solutions(
     solutions = [[_solution_steps(sample.text, fmt) for sample in c.samples] for c in completions]
 
     prefixes: list[_Prefix] = []
+    request_of: list[int] = []  # per prefix, the rollout request that completes it
     rollout_requests: list[Request] = []
+    greedy_requests: dict[str, int] = {}
     for i, (p, base) in enumerate(zip(problems, base_seeds, strict=True)):
         next_seed = base + samples_per_question
         for j, steps in enumerate(solutions[i]):
             for k in range(1, len(steps)):
                 prefixes.append(_Prefix(i, j, k))
                 prompt = fmt.prompt(p.question) + fmt.solution(steps[:k])
-                rollout_requests.append(
-                    request(prompt, rollouts_per_step, next_seed, rollout_temperature)
-                )
+                if rollout_temperature == 0 and prompt in greedy_requests:
+                    # A greedy rollout depends on its prompt alone: samples that share a
+                    # prefix (often their first steps, sometimes all) share its rollout.
+                    request_of.append(greedy_requests[prompt])
+                else:
+                    if rollout_temperature == 0:
+                        greedy_requests[prompt] = len(rollout_requests)
+                    request_of.append(len(rollout_requests))
+                    rollout_requests.append(
+                        request(prompt, rollouts_per_step, next_seed, rollout_temperature)
+                    )
                 next_seed += rollouts_per_step
     rollouts = _generate(completer or backend, rollout_requests, batch_size)
 
     correct_share: dict[_Prefix, float] = {}
-    for prefix, completion in zip(prefixes, rollouts, strict=True):
+    for prefix, r in zip(prefixes, request_of, strict=True):
+        completion = rollouts[r]
         gold = problems[prefix.problem].answer
         right = [
             _correct(extract_answer(s.text, fmt.answer_phrase, fmt.tag), gold, equivalent)
