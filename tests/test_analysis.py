@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from inferscale.analysis import (
+    compared_headline,
     compared_points,
     headline,
     on_pareto_front,
@@ -100,17 +101,47 @@ def test_headline_takes_each_strategy_on_the_most_questions_it_ran():
     }
 
 
-def test_summary_says_which_questions_the_pareto_front_is_taken_on(tmp_path):
-    table = searched_on_fewer_questions()
-    summary = {
+def test_compared_headline_takes_every_strategy_on_the_shared_questions():
+    assert compared_headline(searched_on_fewer_questions()) == {
+        "S": {
+            "questions": 80,
+            "of": 300,
+            "greedy": pytest.approx(0.70),
+            "majority_vote@4": pytest.approx(0.60),
+            "rebase@8": pytest.approx(0.60),
+        }
+    }
+
+
+def summary_of(table: pd.DataFrame) -> dict:
+    return {
         "experiment": "x",
         "policies": headline(table),
         "greedy_accuracy_by_level": {"S": {"1": 0.5}},
         "pareto": pareto_shares(table),
-        "pareto_questions": {"S": 80},
+        "compared": compared_headline(table),
     }
-    text = format_summary(summary, tmp_path)
+
+
+def test_summary_prints_the_strategies_on_the_questions_all_of_them_ran(tmp_path):
+    text = format_summary(summary_of(searched_on_fewer_questions()), tmp_path)
+    assert (
+        "S on the 80 questions every strategy ran: "
+        "greedy 0.700  majority_vote@4 0.600  rebase@8 0.600" in text
+    )
     assert (
         "S: share of budgets on the error-vs-FLOPs Pareto front "
         "(on the 80 questions every strategy ran): rebase 0.50" in text
     )
+
+
+def test_summary_of_one_question_set_prints_no_second_line(tmp_path):
+    points = [
+        point("greedy", 1, 0.30, 1.0, questions=16),
+        point("rebase", 4, 0.80, 3.0, questions=16),
+    ]
+    text = format_summary(
+        summary_of(points_table({"S": {"params": 1, "points": points}})), tmp_path
+    )
+    assert "questions every strategy ran:" not in text
+    assert "Pareto front (on the 16 questions every strategy ran): rebase 1.00" in text

@@ -85,7 +85,10 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
     majority_on_all = table[
         (table.strategy == "majority_vote") & (table.budget == 4) & (table.questions == 16)
     ].set_index("policy")["accuracy"]
-    assert summary["pareto_questions"] == {"A": 8, "B": 8}
+    assert {p: (r["questions"], r["of"]) for p, r in summary["compared"].items()} == {
+        "A": (8, 16),
+        "B": (8, 16),
+    }
     assert job_types(p.root) == [
         "analyze",
         "evaluate",

@@ -117,6 +117,21 @@ def headline(table: pd.DataFrame) -> dict:
     return out
 
 
+def compared_headline(table: pd.DataFrame) -> dict[str, dict]:
+    """Per policy, the error of each strategy at its largest budget on the question set the
+    strategies are compared on (see `compared_points`): `questions` of the `of` evaluated."""
+    out = {}
+    evaluated = table.groupby("policy", sort=False)["questions"].max()
+    for policy, group in compared_points(table).groupby("policy", sort=False):
+        row: dict = {"questions": int(group["questions"].iloc[0]), "of": int(evaluated[policy])}
+        for strategy, points in group.groupby("strategy", sort=False):
+            top = points.sort_values("budget").iloc[-1]
+            key = strategy if strategy == "greedy" else f"{strategy}@{int(top.budget)}"
+            row[key] = float(top["error_rate"])
+        out[str(policy)] = row
+    return out
+
+
 def on_pareto_front(flops: list[float], errors: list[float]) -> list[bool]:
     """Whether each point is Pareto-optimal: no other point costs no more and errs no more, and
     strictly less in one of the two."""

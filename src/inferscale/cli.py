@@ -58,13 +58,19 @@ def format_summary(summary: dict, report_dir: Path) -> str:
                 if prm.get(k) is not None
             )
         )
-    questions = summary.get("pareto_questions", {})
+    compared = summary.get("compared", {})
+    for name, row in compared.items():
+        if row["questions"] < row["of"]:  # the pools ran on more: their errors above differ
+            lines.append(
+                f"{name} on the {row['questions']} questions every strategy ran: "
+                + "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("questions", "of"))
+            )
     for name, shares in summary.get("pareto", {}).items():
         tree = {k: v for k, v in shares.items() if k in ("rebase", "mcts", "beam_search")}
         if tree:
             on = (
-                f" (on the {questions[name]} questions every strategy ran)"
-                if name in questions
+                f" (on the {compared[name]['questions']} questions every strategy ran)"
+                if name in compared
                 else ""
             )
             lines.append(

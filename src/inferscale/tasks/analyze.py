@@ -7,6 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from inferscale.analysis import (
+    compared_headline,
     compared_points,
     headline,
     pareto_shares,
@@ -53,10 +54,7 @@ def analyze_task(
             name: m.get("greedy_accuracy_by_level") for name, m in evaluations.items()
         },
         "pareto": pareto_shares(table),
-        "pareto_questions": {
-            str(policy): int(n)
-            for policy, n in compared.groupby("policy", sort=False)["questions"].first().items()
-        },
+        "compared": compared_headline(table),
     }
     if prm_dir is not None:
         summary["prm"] = json.loads((Path(prm_dir) / PRM_SUMMARY_FILE).read_text()).get("eval", {})
