@@ -56,16 +56,19 @@ def compared_points(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(kept)
 
 
+def _on_most_questions(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    most = table.groupby(by, sort=False)["questions"].transform("max")
+    return table[table["questions"] == most]
+
+
 def widest_points(table: pd.DataFrame) -> pd.DataFrame:
     """Per policy, the points on its largest question set (the strategies that ran on it)."""
-    most = table.groupby("policy", sort=False)["questions"].transform("max")
-    return table[table["questions"] == most]
+    return _on_most_questions(table, ["policy"])
 
 
 def own_points(table: pd.DataFrame) -> pd.DataFrame:
     """Each (policy, strategy)'s points on the most questions it ran: its own best estimate."""
-    most = table.groupby(["policy", "strategy"], sort=False)["questions"].transform("max")
-    return table[table["questions"] == most]
+    return _on_most_questions(table, ["policy", "strategy"])
 
 
 def plot_error_vs_flops(table: pd.DataFrame, path: Path, accounting: str = "paper") -> Path:

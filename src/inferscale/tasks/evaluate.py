@@ -13,12 +13,7 @@ from inferscale.compute import ModelCost, count_parameters
 from inferscale.config import ExperimentConfig, PolicyConfig
 from inferscale.data.prepare import TEST_FILE, step_format
 from inferscale.data.records import read_problems
-from inferscale.evaluation import (
-    SEARCHED,
-    EvaluationPlan,
-    SamplingSettings,
-    evaluate_policy,
-)
+from inferscale.evaluation import SEARCHED, EvaluationPlan, SamplingSettings, evaluate_policy
 from inferscale.generation.backends import load_backend
 from inferscale.search.registry import TREE_STRATEGIES
 from inferscale.search.tree import SearchSettings
