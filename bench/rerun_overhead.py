@@ -25,8 +25,8 @@ import yaml
 
 from inferscale.artifacts import COMPLETE_MARKER
 from inferscale.config import load_config
+from inferscale.report.files import SUMMARY_FILE
 from inferscale.stages import plan
-from inferscale.tasks.analyze import SUMMARY_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 NOOP_FLOW = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"

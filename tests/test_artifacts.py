@@ -285,7 +285,7 @@ def test_code_version_of_a_copy_equals_the_real_one(monkeypatch, tmp_path):
     [
         ("data/synthetic.py", ("data", "models/tokenizer")),  # a file in a subpackage
         ("models/tokenizer.py", ("data", "models/tokenizer")),  # a named module
-        ("analysis.py", ("analysis",)),
+        ("analysis/points.py", ("analysis",)),
         ("search/voting.py", STAGE_CODE["evaluate"]),
     ],
 )
@@ -318,7 +318,12 @@ def test_code_version_ignores_non_python_files(package_copy):
         ("results.py", EVAL_DOWN),
         ("generation/hf.py", PRM_DOWN),  # labelling generates too
         ("models/prm.py", {"train_prm", *EVAL_DOWN}),
-        ("analysis.py", {"analyze"}),
+        ("analysis/points.py", {"analyze"}),
+        ("scaling/laws.py", {"analyze"}),
+        ("report/html.py", {"analyze"}),
+        ("tasks/analyze.py", {"analyze"}),
+        ("scores.py", EVAL_DOWN),
+        ("search/registry.py", EVAL_DOWN),
         ("cli.py", set()),
     ],
 )

@@ -7,6 +7,7 @@ from inferscale.compute import (
     count_parameters,
     forward_flops,
     generation_flops,
+    pool_flops,
 )
 
 LLEMMA_7B = {
@@ -97,24 +98,51 @@ def test_paper_flops_reproduce_llemma_7b_greedy_on_math500():
     assert f"{generation_flops(cost, 500, [303], 'paper', 'non_embedding'):.2e}" == "3.92e+12"
 
 
+def test_nominal_sizes_give_the_papers_tokens_for_both_llemmas():
+    # Table 4 of Wu et al.: greedy on MATH500 costs 3.92e12 FLOPs per question with Llemma-7B
+    # and 19.0e12 with Llemma-34B; with the nominal sizes both are ~280 generated tokens.
+    small = ModelCost.from_config(LLEMMA_7B, nominal=7e9)
+    large = ModelCost.from_config(LLEMMA_34B, nominal=34e9)
+    assert f"{generation_flops(small, 500, [280], 'paper', 'nominal'):.3g}" == "3.92e+12"
+    assert f"{generation_flops(large, 500, [280], 'paper', 'nominal'):.3g}" == "1.9e+13"
+    # With the total counts the two models imply different lengths: 291 and 282 tokens.
+    assert 3.92e12 / (2 * small.total) == pytest.approx(291, abs=0.5)
+    assert 19.0e12 / (2 * large.total) == pytest.approx(282, abs=0.5)
+    with pytest.raises(ValueError, match="nominal size"):
+        generation_flops(ModelCost.from_config(LLEMMA_7B), 500, [280], "paper", "nominal")
+
+
+# d_attn 10, no logits: a token at position p costs 2 x 1000 + 4 x 2 x 10 x p.
 SMALL = ModelCost(non_embedding=1000, total=1500, n_layer=2, d_model=10)
 
 
 def test_forward_flops_sum_each_tokens_own_context():
-    # positions 1..3: 3 x 2 x 1000 + 2 x 2 x 10 x (1 + 2 + 3)
-    assert forward_flops(SMALL, 3) == 6000 + 240
-    # positions 5..6 after 4 cached tokens: 2 x 2 x 1000 + 40 x (5 + 6)
-    assert forward_flops(SMALL, 2, n_past=4) == 4000 + 440
+    # positions 1..3: 3 x 2 x 1000 + 4 x 2 x 10 x (1 + 2 + 3)
+    assert forward_flops(SMALL, 3) == 6000 + 480
+    # positions 5..6 after 4 cached tokens: 2 x 2 x 1000 + 80 x (5 + 6)
+    assert forward_flops(SMALL, 2, n_past=4) == 4000 + 880
     assert forward_flops(SMALL, 0, n_past=9) == 0
 
 
-def test_full_generation_flops_prefill_the_prompt_once():
+def test_attention_counts_queries_times_keys_and_weights_times_values():
+    # 4 n_layer d_attn per position attended: 2 for q.k, 2 for the weighted sum of v; with
+    # grouped or narrow heads d_attn = heads x head_dim, not d_model.
+    config = tiny_config(head_dim=4)  # 6 heads of 4: d_attn 24, d_model 48
+    cost = ModelCost.from_config(config)
+    assert cost.d_attn == 24 and cost.vocab == 101
+    body = 2 * cost.non_embedding
+    assert forward_flops(cost, 1, n_past=9) == body + 4 * 3 * 24 * 10
+    assert forward_flops(cost, 1, n_past=9, logits=1) == body + 4 * 3 * 24 * 10 + 2 * 48 * 101
+
+
+def test_full_generation_flops_prefill_the_prompt_once_and_pay_a_row_of_logits_per_token():
+    cost = ModelCost(non_embedding=1000, total=1500, n_layer=2, d_model=10, vocab=7)
+    logits = 2 * 10 * 7
     # prompt of 3 tokens, then samples of 2 and 1 tokens.
-    prefill = 3 * 2000 + 40 * (1 + 2 + 3)
-    first_sample = 2 * 2000 + 40 * (4 + 5)
-    second_sample = 1 * 2000 + 40 * 4
-    assert generation_flops(SMALL, 3, [2, 1], "full") == prefill + first_sample + second_sample
-    assert generation_flops(SMALL, 3, [2, 1], "full") == 6240 + 4360 + 2160
+    prefill = 3 * 2000 + 80 * (1 + 2 + 3)
+    first_sample = 2 * 2000 + 80 * (4 + 5) + 2 * logits
+    second_sample = 1 * 2000 + 80 * 4 + logits
+    assert generation_flops(cost, 3, [2, 1], "full") == prefill + first_sample + second_sample
 
 
 def test_paper_generation_flops_count_generated_tokens_only():
@@ -125,8 +153,28 @@ def test_paper_generation_flops_count_generated_tokens_only():
 
 def test_full_flops_of_a_long_sequence_match_a_token_by_token_sum():
     cost = ModelCost.from_config(LLEMMA_7B)
-    per_token = sum(2 * cost.non_embedding + 2 * 32 * 4096 * p for p in range(1, 1025))
-    assert generation_flops(cost, 1000, [24], "full") == per_token
+    logits = 2 * 4096 * 32016
+    per_token = sum(2 * cost.non_embedding + 4 * 32 * 4096 * p for p in range(1, 1025))
+    assert generation_flops(cost, 1000, [24], "full") == per_token + 24 * logits
+
+
+@pytest.mark.parametrize("config", [LLEMMA_7B, LLEMMA_34B], ids=["7B", "34B"])
+def test_full_accounting_is_not_below_the_papers(config):
+    # A MATH500-like question: ~100 prompt tokens, ~290 generated.
+    cost = ModelCost.from_config(config)
+    for params in ("total", "non_embedding"):
+        paper = generation_flops(cost, 100, [290], "paper", params)
+        assert generation_flops(cost, 100, [290], "full") > paper
+
+
+def test_pool_flops_share_the_prompt_and_scale_with_the_samples_drawn():
+    cost = ModelCost(non_embedding=1000, total=1500, n_layer=2, d_model=10, vocab=7)
+    tokens = [4, 2, 6, 4]
+    prefill = forward_flops(cost, 5)
+    whole = generation_flops(cost, 5, tokens, "full")
+    assert pool_flops(cost, 5, tokens, 4, "full") == pytest.approx(whole)
+    assert pool_flops(cost, 5, tokens, 1, "full") == pytest.approx(prefill + (whole - prefill) / 4)
+    assert pool_flops(cost, 5, tokens, 2, "paper") == pytest.approx(8 * 2 * 1500)
 
 
 def test_unknown_settings_are_rejected():

@@ -86,6 +86,8 @@ def test_llemma_config_validates_with_hub_policies_and_datasets():
     assert [ref.source for ref in config.data.eval] == ["math500", "gsm8k"]
     assert [p.hub_id for p in config.policies] == ["EleutherAI/llemma_7b", "EleutherAI/llemma_34b"]
     assert config.evaluation.pool_size == 256
+    assert config.evaluation.flops.paper_params == "nominal"
+    assert [p.nominal_params for p in config.policies] == [7e9, 34e9]
     assert config.sft.deepspeed == str((CONFIGS / "deepspeed" / "zero3_offload.json").resolve())
 
 
@@ -217,6 +219,27 @@ def test_wrong_type_is_refused_naming_the_field(section, value, field):
         ),
         ("tracking", {"mode": "sometimes"}, "tracking.mode", "offline"),
         ("name", "my experiment", "name", "pattern"),
+        (
+            "evaluation",
+            {"search": {"budgets": {"majority_vote": [4]}}},
+            "evaluation.search.budgets",
+            "['majority_vote'] are not tree searches",
+        ),
+        (
+            "evaluation",
+            {"flops": {"paper_params": "nominal"}},
+            "(top level)",
+            "policies ['S', 'L'] give no nominal_params",
+        ),
+        (
+            "evaluation",
+            {"flops": {"paper_params": "half"}},
+            "evaluation.flops.paper_params",
+            "nominal",
+        ),
+        ("analysis", {"fit_fraction": 1.0}, "analysis.fit_fraction", "less than 1"),
+        ("analysis", {"bootstrap": -1}, "analysis.bootstrap", "greater than or equal to 0"),
+        ("analysis", {"flops_per_decade": 0}, "analysis.flops_per_decade", "greater than"),
     ],
 )
 def test_impossible_value_is_refused_naming_the_field(section, value, field, says):
@@ -228,6 +251,21 @@ def test_impossible_value_is_refused_naming_the_field(section, value, field, say
 
 # BUG: config.py ArithmeticData.levels accepted an empty list, which then crashed prepare_data
 # (ZeroDivisionError in make_split's `levels[i % len(levels)]`); fixed with min_length=1.
+def test_nominal_sizes_are_accepted_and_keep_the_training_keys():
+    from inferscale.stages import plan
+
+    base = parse_config(raw_config(), base_dir=CONFIGS)
+    raw = raw_config(evaluation={"flops": {"paper_params": "nominal"}})
+    for policy, size in zip(raw["policies"], (0.5e6, 2.5e6)):
+        policy["nominal_params"] = size
+    nominal = parse_config(raw, base_dir=CONFIGS)
+    assert [p.nominal_params for p in nominal.policies] == [0.5e6, 2.5e6]
+    before, after = plan(base), plan(nominal)
+    # A nominal size names the model in paper FLOPs: training is the same, evaluation is not.
+    assert before.sft == after.sft and before.train_prm == after.train_prm
+    assert before.evaluate["S"].key != after.evaluate["S"].key
+
+
 def test_empty_levels_list_is_refused():
     lines = error_lines(config_error(raw_config(data={"arithmetic": {"levels": []}})))
     assert len(lines) == 1

@@ -78,15 +78,15 @@ def test_weighted_vote_and_best_of_n_read_the_prm_scores_of_the_pool(tmp_path):
     points = evaluate_policy(
         problems, tmp_path, plan, lambda: PoolBackend(), lambda: scorer, log=lambda _: None
     )["points"]
-    by_key = {(p["strategy"], p["budget"]): p for p in points}
+    by_key = {(p.strategy, p.budget): p for p in points}
     # Whole pool: majority picks 9 (wrong); min-aggregated scores 0.5, 0.2, 0.3, 0.3 make the
     # weighted vote 7 (0.5) vs 9 (0.6) -> 9, and best-of-n 7 (0.5 is the single best).
-    assert by_key["majority_vote", 4]["accuracy"] == 0.0
-    assert by_key["weighted_vote", 4]["accuracy"] == 0.0
-    assert by_key["best_of_n", 4]["accuracy"] == 1.0
+    assert by_key["majority_vote", 4].accuracy == 0.0
+    assert by_key["weighted_vote", 4].accuracy == 0.0
+    assert by_key["best_of_n", 4].accuracy == 1.0
     # n = 1: each vote picks one random sample; sample 0 is the only right one.
     for strategy in ("majority_vote", "weighted_vote", "best_of_n"):
-        assert by_key[strategy, 1]["accuracy"] == pytest.approx(0.25)
+        assert by_key[strategy, 1].accuracy == pytest.approx(0.25)
     assert scorer.items == 3 * 4  # every sample scored once
     stored = ResultStore(store_path(tmp_path, "samples-n4-prm")).read()
     assert stored[0]["step_scores"] == [[0.9, 0.5], [0.2, 0.5], [0.3, 0.5], [0.3, 0.5]]
@@ -94,8 +94,8 @@ def test_weighted_vote_and_best_of_n_read_the_prm_scores_of_the_pool(tmp_path):
     # tokens each) after it.
     for n in (1, 2, 4):
         majority, weighted = by_key["majority_vote", n], by_key["weighted_vote", n]
-        assert weighted["flops_paper"] == majority["flops_paper"]
-        assert weighted["flops_full"] - majority["flops_full"] == pytest.approx(
+        assert weighted.flops_paper == majority.flops_paper
+        assert weighted.flops_full - majority.flops_full == pytest.approx(
             forward_flops(PRM_COST, 4) + n * forward_flops(PRM_COST, 6, 4)
         )
     # A second run scores nothing again.
@@ -130,7 +130,7 @@ def test_tree_searches_are_stored_per_question_and_resumed(tmp_path):
     points = evaluate_policy(
         problems[:1], tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
     )["points"]
-    assert [(p["strategy"], p["budget"]) for p in points] == [
+    assert [(p.strategy, p.budget) for p in points] == [
         ("rebase", 2),
         ("rebase", 4),
         ("beam_search", 4),
@@ -150,7 +150,7 @@ def test_tree_searches_are_stored_per_question_and_resumed(tmp_path):
     for name, records in first.items():
         stored = ResultStore(store_path(tmp_path, name)).read()
         assert stored[0] == records[0] and [r["id"] for r in stored] == ["id-3", "id-5"]
-    assert all(p["accuracy"] == 1.0 for p in points)
+    assert all(p.accuracy == 1.0 for p in points)
 
 
 def test_pools_are_scored_again_on_the_searched_questions(tmp_path):
@@ -166,7 +166,7 @@ def test_pools_are_scored_again_on_the_searched_questions(tmp_path):
     points = evaluate_policy(
         problems, tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
     )["points"]
-    by_key = {(p["question_set"], p["strategy"], p["budget"]): p for p in points}
+    by_key = {(p.question_set, p.strategy, p.budget): p for p in points}
     assert sorted(by_key) == [
         ("all", "greedy", 1),
         ("all", "majority_vote", 1),
@@ -179,17 +179,17 @@ def test_pools_are_scored_again_on_the_searched_questions(tmp_path):
     assert len(points) == len(by_key)
     for key, point in by_key.items():
         on_all = key[0] == "all"
-        assert point["questions"] == (3 if on_all else 1)
-        assert point["accuracy"] == pytest.approx(1 / 3 if on_all else 1.0), key
+        assert point.questions == (3 if on_all else 1)
+        assert point.accuracy == pytest.approx(1 / 3 if on_all else 1.0), key
     # Costs are averaged over the same questions as accuracies: as if "3" were the only one.
     alone = evaluate_policy(
         problems[:1], tmp_path / "3", plan, lambda: backend, ScriptedScorer, lambda _: None
     )["points"]
     for point in alone:
-        searched = by_key["searched", point["strategy"], point["budget"]]
-        assert (point["flops_paper"], point["flops_full"]) == (
-            searched["flops_paper"],
-            searched["flops_full"],
+        searched = by_key["searched", point.strategy, point.budget]
+        assert (point.flops_paper, point.flops_full) == (
+            searched.flops_paper,
+            searched.flops_full,
         )
 
 
@@ -205,7 +205,7 @@ def test_searches_on_every_question_add_no_second_question_set(tmp_path):
     points = evaluate_policy(
         problems, tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
     )["points"]
-    assert [(p["question_set"], p["strategy"], p["questions"]) for p in points] == [
+    assert [(p.question_set, p.strategy, p.questions) for p in points] == [
         ("all", "greedy", 2),
         ("all", "majority_vote", 2),
         ("all", "rebase", 2),
@@ -220,19 +220,19 @@ def test_tree_search_flops_count_every_node_and_every_prm_read(tmp_path):
         [problem], tmp_path, plan, lambda: backend, lambda: ScriptedScorer(), lambda _: None
     )["points"][0]
     record = ResultStore(store_path(tmp_path, "rebase-b2")).read()[0]
-    assert point["accuracy"] == 0.0 and record["correct"] is False and record["chosen"] == 0
+    assert point.accuracy == 0.0 and record["correct"] is False and record["chosen"] == 0
     # Width 2: two depth-1 nodes (paths 0, 1), each expanded once at depth 2 (paths 0.0, 1.0).
     prompt = len(FMT.prompt("3").split())
     node_tokens = {"0": 2, "1": 3, "0.0": 3, "1.0": 3}  # scripted: depth + index + 1
     assert record["nodes"] == 4 and record["tokens"] == sum(node_tokens.values())
-    assert point["flops_paper"] == sum(node_tokens.values()) * 2 * COST.total
+    assert point.flops_paper == sum(node_tokens.values()) * 2 * COST.total
     # Policy and PRM read the same chunks: the prompt once, then each node's step on top of
     # its parent's.
     reads = [(prompt, 0), (2, prompt), (3, prompt), (3, prompt + 2), (3, prompt + 3)]
     policy = sum(forward_flops(COST, n, past) for n, past in reads)
     prm = sum(forward_flops(PRM_COST, n, past) for n, past in reads)
-    assert point["flops_full"] == policy + prm
-    assert not math.isnan(point["stderr"])
+    assert point.flops_full == policy + prm
+    assert not math.isnan(point.stderr)
 
 
 def test_prm_strategies_without_a_scorer_are_refused(tmp_path):

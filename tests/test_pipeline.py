@@ -78,13 +78,22 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
     assert set(summary["policies"]) == {"A", "B"}
     assert (report / "error_vs_flops.png").stat().st_size > 1000
     assert (report / "error_vs_flops_all_questions.png").stat().st_size > 1000
-    table = pd.read_csv(report / "points.csv")
+    assert (report / "report.html").stat().st_size > 10_000
+    table = pd.read_csv(report / "points.csv", dtype={"levels": str})
     # per policy: greedy and three votes at budgets 1, 2, 4, on all 16 questions and again on
-    # the 8 the tree searches ran on; rebase at 2 and 4, mcts, beam search
-    assert len(table) == 2 * (2 * (1 + 3 * 3) + 2 + 1 + 1)
-    majority_on_all = table[
-        (table.strategy == "majority_vote") & (table.budget == 4) & (table.questions == 16)
+    # the 8 the tree searches ran on; rebase at 2 and 4, mcts, beam search; the same again for
+    # the questions of each of the two levels
+    every_level = table[table.levels == "all"]
+    assert len(every_level) == 2 * (2 * (1 + 3 * 3) + 2 + 1 + 1)
+    assert sorted(set(table.levels)) == ["1", "2", "all"]
+    assert len(table) == 3 * len(every_level)
+    majority_on_all = every_level[
+        (every_level.strategy == "majority_vote")
+        & (every_level.budget == 4)
+        & (every_level.questions == 16)
     ].set_index("policy")["accuracy"]
+    assert set(summary["compute_optimal"]) == {"paper", "full"}
+    assert "coverage" in summary and "voting_limits" in summary and "comparisons" in summary
     assert {p: (r["questions"], r["of"]) for p, r in summary["compared"].items()} == {
         "A": (8, 16),
         "B": (8, 16),
@@ -125,6 +134,29 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
             assert any("train/loss" in row for row in run.history)
         if run.job_type == "label_steps":  # unset, both follow generation.temperature
             assert run.config["temperature"] == run.config["rollout_temperature"] == 1.0
+
+
+def test_plan_answers_as_the_reports_compute_optimal_table(finished, capsys):
+    from inferscale.cli import main
+
+    summary = json.loads((plan(load_config(finished)).analyze.path / "summary.json").read_text())
+    rows = summary["compute_optimal"]["paper"]["rows"]
+    for row in (rows[0], rows[len(rows) // 2], rows[-1]):
+        assert main(["plan", str(finished), "--flops", repr(row["flops"])]) == 0
+        best = capsys.readouterr().out.splitlines()[1]
+        expected = f"best  {row['best']['policy']} "
+        assert best.strip().startswith(expected.strip()), (best, row)
+        assert f"error {row['best']['error']:.3f}" in best
+    cheapest = min(c["flops"] for r in rows for c in (r["best"],))
+    assert main(["plan", str(finished), "--flops", repr(cheapest / 10)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "below the cheapest measured point" in err
+    assert main(["plan", str(finished), "--flops", "-5"]) == 2
+    assert "positive number" in capsys.readouterr().err
+    assert main(["plan", str(finished), "--flops", "1e30", "--level", "9"]) == 2
+    assert "not a difficulty group" in capsys.readouterr().err
+    assert main(["report", str(finished)]) == 0
+    assert capsys.readouterr().out.strip().endswith("report.html")
 
 
 def test_second_run_trains_and_generates_nothing(finished, monkeypatch):

@@ -18,7 +18,7 @@ from inferscale.generation.base import Request
 from inferscale.search.beam import beam_search
 from inferscale.search.mcts import mcts
 from inferscale.search.rebase import rebase
-from inferscale.search.registry import TREE_STRATEGIES
+from inferscale.search.registry import STRATEGIES, TREE_STRATEGIES
 from inferscale.search.tree import (
     Node,
     SearchResult,
@@ -171,12 +171,20 @@ def test_score_nodes_makes_one_call_and_keeps_the_last_step_score():
 
 
 def test_every_strategy_is_registered_under_its_name():
-    assert dict(TREE_STRATEGIES) == {"rebase": rebase, "mcts": mcts, "beam_search": beam_search}
+    searches = {name: STRATEGIES[name].search for name in TREE_STRATEGIES}
+    assert searches == {"rebase": rebase, "mcts": mcts, "beam_search": beam_search}
+    assert all(STRATEGIES[name].needs_prm for name in TREE_STRATEGIES)
+    assert [s.name for s in STRATEGIES.values() if s.search is None] == [
+        "greedy",
+        "majority_vote",
+        "weighted_vote",
+        "best_of_n",
+    ]
 
 
 @pytest.mark.parametrize("strategy", sorted(TREE_STRATEGIES))
 def test_every_strategy_needs_a_scorer_and_a_budget(strategy):
-    search = TREE_STRATEGIES[strategy]
+    search = STRATEGIES[strategy].search
     with pytest.raises(ValueError, match="needs a PRM scorer"):
         search(problems("a"), ScriptedBackend(), None, 4, settings())
     with pytest.raises(ValueError, match="budget of at least 1"):
@@ -187,7 +195,7 @@ def test_every_strategy_needs_a_scorer_and_a_budget(strategy):
 def test_every_strategy_scores_each_new_node_once_and_seeds_each_request_apart(strategy):
     backend = ScriptedBackend(endings({("a", "0.1"): "answer", ("b", "2"): "eos"}))
     scorer = ScriptedScorer(scores({"0": 0.9, "1": 0.2, "0.0": 0.4}))
-    results = TREE_STRATEGIES[strategy](
+    results = STRATEGIES[strategy].search(
         problems("a", "b"), backend, scorer, 4, settings(max_depth=3, beam_width=2)
     )
     seeds = [r.seed for call in backend.calls for r in call]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 COMPLETE_MARKER = "_COMPLETE.json"
+STARTED_MARKER = "_STARTED"  # when the stage last started working in its directory
 
 
 def code_version(modules: tuple[str, ...]) -> str:
@@ -47,7 +48,15 @@ class StageArtifact:
     def complete(self) -> bool:
         return (self.path / COMPLETE_MARKER).is_file()
 
+    def mark_started(self) -> None:
+        (self.path / STARTED_MARKER).write_text(f"{time.time()}\n")
+
     def mark_complete(self, meta: dict) -> None:
+        """Write the completion marker with `meta`, and the seconds since the stage last
+        started (unless `meta` says how long it took)."""
+        started = self.path / STARTED_MARKER
+        if "seconds" not in meta and started.is_file():
+            meta = {**meta, "seconds": round(time.time() - float(started.read_text()), 1)}
         tmp = self.path / (COMPLETE_MARKER + ".tmp")
         tmp.write_text(json.dumps({"stage": self.stage, "key": self.key, **meta}, indent=2))
         tmp.replace(self.path / COMPLETE_MARKER)

@@ -1,4 +1,5 @@
-"""`inferscale run | validate | status | summary`: the command-line entry point."""
+"""`inferscale run | validate | status | summary | report | plan`: the command-line entry
+point."""
 
 from __future__ import annotations
 
@@ -11,79 +12,11 @@ import time
 from pathlib import Path
 
 from inferscale.config import ConfigError, ExperimentConfig, load_config
+from inferscale.report.files import REPORT_FILE, SUMMARY_FILE
+from inferscale.report.summary import format_summary
 from inferscale.stages import STAGES, plan
 
 DEFAULT_CONFIG = "configs/default.yaml"
-
-
-def format_summary(summary: dict, report_dir: Path) -> str:
-    lines = [f"experiment {summary['experiment']}"]
-    policies = summary["policies"]
-    for name, row in policies.items():
-        cells = [f"{name:>10} {row['params'] / 1e6:7.2f}M params"]
-        cells += [f"{key} {value:.3f}" for key, value in row.items() if key != "params"]
-        lines.append("  ".join(cells))
-    by_size = sorted(policies.items(), key=lambda kv: kv[1]["params"])
-    if len(by_size) >= 2 and all("greedy_error" in r for _, r in by_size):
-        small, large = by_size[0], by_size[-1]
-        verdict = "lower" if large[1]["greedy_error"] < small[1]["greedy_error"] else "NOT lower"
-        lines.append(
-            f"larger policy {large[0]} greedy error {large[1]['greedy_error']:.3f} is {verdict} "
-            f"than {small[0]}'s {small[1]['greedy_error']:.3f}"
-        )
-    for name, row in policies.items():
-        majority = next((k for k in row if k.startswith("majority_vote@")), None)
-        weighted = next((k for k in row if k.startswith("weighted_vote@")), None)
-        if majority and "greedy_error" in row:
-            better = "beats" if row[majority] < row["greedy_error"] else "does NOT beat"
-            lines.append(
-                f"{name}: {majority.removesuffix('_error')} error {row[majority]:.3f} {better} "
-                f"greedy {row['greedy_error']:.3f}"
-            )
-        if majority and weighted:
-            verdict = "at least as accurate as" if row[weighted] <= row[majority] else "WORSE than"
-            lines.append(
-                f"{name}: {weighted.removesuffix('_error')} error {row[weighted]:.3f} is "
-                f"{verdict} {majority.removesuffix('_error')} {row[majority]:.3f}"
-            )
-    prm = summary.get("prm")
-    if prm:
-        lines.append(
-            "PRM on held-out labelled steps: step AUC "
-            + (f"{prm['step_auc']:.3f}" if prm.get("step_auc") is not None else "n/a")
-            + "; best-of-n picks a right solution "
-            + ", ".join(
-                f"{k.removeprefix('bon_').removesuffix('_accuracy')} {prm[k]:.3f}"
-                for k in ("bon_last_accuracy", "bon_min_accuracy", "bon_random_accuracy")
-                if prm.get(k) is not None
-            )
-        )
-    compared = summary.get("compared", {})
-    for name, row in compared.items():
-        if row["questions"] < row["of"]:  # the pools ran on more: their errors above differ
-            lines.append(
-                f"{name} on the {row['questions']} questions every strategy ran: "
-                + "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("questions", "of"))
-            )
-    for name, shares in summary.get("pareto", {}).items():
-        tree = {k: v for k, v in shares.items() if k in ("rebase", "mcts", "beam_search")}
-        if tree:
-            on = (
-                f" (on the {compared[name]['questions']} questions every strategy ran)"
-                if name in compared
-                else ""
-            )
-            lines.append(
-                f"{name}: share of budgets on the error-vs-FLOPs Pareto front{on}: "
-                + "  ".join(f"{k} {v:.2f}" for k, v in tree.items())
-            )
-    lines.append("greedy accuracy by level:")
-    for name, levels in summary["greedy_accuracy_by_level"].items():
-        if levels:
-            lines.append(f"  {name}: " + "  ".join(f"L{k} {v:.2f}" for k, v in levels.items()))
-    lines.append(f"plot:  {report_dir / 'error_vs_flops.png'}")
-    lines.append(f"table: {report_dir / 'points.csv'}")
-    return "\n".join(lines)
 
 
 def _load(path: str) -> ExperimentConfig:
@@ -109,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("finished stages are kept; fix the cause and run again", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - start
-    summary = json.loads((report_dir / "summary.json").read_text())
+    summary = json.loads((report_dir / SUMMARY_FILE).read_text())
     print(format_summary(summary, report_dir))
     print(f"wall time: {elapsed:.0f} s; W&B runs: {plan(config).root / 'wandb'}")
     return 0
@@ -132,15 +65,94 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
-    report = plan(_load(args.config)).analyze
+def _finished_analysis(config_path: str):
+    report = plan(_load(config_path)).analyze
     if not report.complete:
         print(
-            f"no finished analysis at {report.path}; run `inferscale run {args.config}`",
+            f"error: no finished analysis at {report.path}; run `inferscale run {config_path}`",
             file=sys.stderr,
         )
+        raise SystemExit(1)
+    return report
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    report = _finished_analysis(args.config)
+    print(format_summary(json.loads((report.path / SUMMARY_FILE).read_text()), report.path))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = (_finished_analysis(args.config).path / REPORT_FILE).resolve()
+    print(path)
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(path.as_uri()):
+            print("error: no browser to open it with on this machine", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from inferscale.analysis.evaluations import load_evaluations
+    from inferscale.analysis.experiment import AnalysisSettings, points_of
+    from inferscale.analysis.optimal import plan as best_choices
+    from inferscale.analysis.points import ALL_LEVELS, level_groups
+    from inferscale.scaling.frontier import BudgetError, margin
+    from inferscale.search.registry import STRATEGIES
+
+    config = _load(args.config)
+    stages = plan(config)
+    try:
+        evaluations = load_evaluations(
+            {name: a.path for name, a in stages.evaluate.items() if a.complete},
+            list(stages.evaluate),
+            config.evaluation.pool_size,
+            config.evaluation.aggregation,
+        )
+    except ValueError as err:
+        print(f"error: {err} (`inferscale run {args.config}`)", file=sys.stderr)
         return 1
-    print(format_summary(json.loads((report.path / "summary.json").read_text()), report.path))
+    settings = AnalysisSettings.of(config.analysis)
+    levels = args.level or ALL_LEVELS
+    groups = level_groups(next(iter(evaluations.values())).scores, settings.easy_levels)
+    if levels not in groups:
+        print(
+            f"error: --level {levels!r} is not a difficulty group of this experiment; "
+            f"groups: {', '.join(groups)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        ranked = best_choices(
+            points_of(evaluations, settings),
+            evaluations,
+            args.flops,
+            args.accounting,
+            levels,
+            settings.easy_levels,
+            top=args.top,
+        )
+    except BudgetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    best = ranked[0]
+    print(
+        f"within {args.flops:.3g} FLOPs per question ({args.accounting} accounting, levels "
+        f"{levels}, {best.questions} questions every strategy ran):"
+    )
+    for i, c in enumerate(ranked):
+        line = (
+            f"  {'best' if i == 0 else f'#{i + 1}':>4}  {c.policy} "
+            f"{STRATEGIES[c.strategy].budget_label(c.budget)}: error {c.error:.3f} ± "
+            f"{c.stderr:.3f} at {c.flops:.3g} FLOPs"
+        )
+        if i:
+            m = margin(best, c)
+            noise = "within noise" if abs(m.difference) <= 2 * m.stderr else "clear"
+            line += f"; {m.difference:+.3f} ± {m.stderr:.3f} against the best ({noise})"
+        print(line)
     return 0
 
 
@@ -158,14 +170,32 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"recompute STAGE and everything after it (one of {', '.join(STAGES)}); repeatable",
     )
     run.set_defaults(func=cmd_run)
+    commands = {}
     for name, func, text in (
         ("validate", cmd_validate, "check an experiment config and exit"),
         ("status", cmd_status, "show which stages of an experiment are finished"),
         ("summary", cmd_summary, "print the summary of a finished experiment"),
+        ("report", cmd_report, "print the path of a finished experiment's HTML report"),
+        (
+            "plan",
+            cmd_plan,
+            "the compute-optimal choice for a FLOPs budget, from the measured curves",
+        ),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
         p.set_defaults(func=func)
+        commands[name] = p
+    commands["report"].add_argument("--open", action="store_true", help="open it in a browser")
+    planner = commands["plan"]
+    planner.add_argument(
+        "--flops", type=float, required=True, help="inference FLOPs per question to spend"
+    )
+    planner.add_argument("--accounting", choices=("paper", "full"), default="paper")
+    planner.add_argument(
+        "--level", help="a difficulty group: a level (e.g. 3), easy or hard (default: all)"
+    )
+    planner.add_argument("--top", type=int, default=3, help="how many choices to list")
     return parser
 
 

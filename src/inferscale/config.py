@@ -14,14 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from inferscale.data.synthetic import operations_commute
 from inferscale.models.factory import SUPPORTED_HEAD_DIMS
+from inferscale.search.registry import STRATEGIES, TREE_STRATEGIES
 
 Positive = Annotated[int, Field(gt=0)]
 Probability = Annotated[float, Field(gt=0, le=1)]
-# Votes over one pool of samples per question; every budget n is scored from that pool.
-POOL_STRATEGIES = ("majority_vote", "weighted_vote", "best_of_n")
-TREE_STRATEGIES = ("rebase", "mcts", "beam_search")
-STRATEGIES = ("greedy", *POOL_STRATEGIES, *TREE_STRATEGIES)
-PRM_STRATEGIES = ("weighted_vote", "best_of_n", *TREE_STRATEGIES)
 DATASET_SOURCES = ("math", "math500", "gsm8k", "metamathqa", "math_shepherd")
 
 
@@ -113,6 +109,9 @@ class PolicyConfig(Strict):
     intermediate_size: Positive | None = None
     # Larger models often need a smaller learning rate; None uses sft.learning_rate.
     learning_rate: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # The size the model is known by (7e9 for Llemma-7B): paper FLOPs with
+    # evaluation.flops.paper_params: nominal count this many parameters.
+    nominal_params: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _size_or_hub(self) -> PolicyConfig:
@@ -255,14 +254,16 @@ class GenerationConfig(Strict):
 
 
 class FlopsConfig(Strict):
-    paper_params: Literal["total", "non_embedding"] = "total"
+    # The parameters behind paper FLOPs (2 N per generated token): the model's total or
+    # non-embedding count, or each policy's `nominal_params`.
+    paper_params: Literal["total", "non_embedding", "nominal"] = "total"
 
 
 class SearchConfig(Strict):
     """Tree-search settings. A budget is the width for REBASE, the number of generated nodes for
     MCTS and the number of beams for beam search."""
 
-    budgets: dict[Literal["rebase", "mcts", "beam_search"], list[Positive]] = {
+    budgets: dict[str, list[Positive]] = {
         "rebase": [4, 8, 16, 32],
         "mcts": [8, 16, 32],
         "beam_search": [4, 8, 16, 32],
@@ -279,6 +280,11 @@ class SearchConfig(Strict):
     @field_validator("budgets")
     @classmethod
     def _increasing(cls, v: dict[str, list[int]]) -> dict[str, list[int]]:
+        unknown = [s for s in v if s not in TREE_STRATEGIES]
+        if unknown:
+            raise ValueError(
+                f"{unknown} are not tree searches; budgets here are for {list(TREE_STRATEGIES)}"
+            )
         for strategy, grid in v.items():
             if not grid or grid != sorted(set(grid)):
                 raise ValueError(f"{strategy}: budgets must be strictly increasing, got {grid}")
@@ -327,7 +333,7 @@ class EvaluationConfig(Strict):
 
     @property
     def needs_prm(self) -> bool:
-        return any(s in PRM_STRATEGIES for s in self.strategies)
+        return any(STRATEGIES[s].needs_prm for s in self.strategies)
 
     @property
     def tree_strategies(self) -> list[str]:
@@ -349,6 +355,18 @@ class EvaluationConfig(Strict):
         return self.budgets[-1]
 
 
+class AnalysisConfig(Strict):
+    """How the analysis fits laws, draws intervals and groups questions by difficulty."""
+
+    # Each coverage law is fitted on k <= this share of the pool and judged on the larger k.
+    fit_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    bootstrap: Annotated[int, Field(ge=0)] = 200  # resamples of the questions for intervals
+    seed: int = 0
+    # Levels counted as easy; the other levels are hard (Wu et al.: 1-2 against 3-5).
+    easy_levels: list[int] = [1, 2]
+    flops_per_decade: Annotated[int, Field(ge=1, le=20)] = 3  # compute-optimal table's budgets
+
+
 class TrackingConfig(Strict):
     project: str = "inferscale"
     entity: str | None = None
@@ -365,6 +383,7 @@ class ExperimentConfig(Strict):
     generation: GenerationConfig = GenerationConfig()
     prm: PRMConfig | None = None
     evaluation: EvaluationConfig = EvaluationConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("policies")
@@ -378,9 +397,21 @@ class ExperimentConfig(Strict):
         return v
 
     @model_validator(mode="after")
+    def _nominal_sizes(self) -> ExperimentConfig:
+        if self.evaluation.flops.paper_params == "nominal":
+            missing = [p.name for p in self.policies if p.nominal_params is None]
+            if missing:
+                raise ValueError(
+                    f"evaluation.flops.paper_params is 'nominal', but policies {missing} give no "
+                    "nominal_params; give each policy its nominal size (e.g. nominal_params: "
+                    "7.0e9) or use paper_params: total"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _prm_when_needed(self) -> ExperimentConfig:
         if self.evaluation.needs_prm and self.prm is None:
-            needing = [s for s in self.evaluation.strategies if s in PRM_STRATEGIES]
+            needing = [s for s in self.evaluation.strategies if STRATEGIES[s].needs_prm]
             raise ValueError(f"strategies {needing} need a PRM: add a `prm` section")
         if self.prm is not None and self.prm.labels is not None:
             names = [p.name for p in self.policies]

@@ -16,22 +16,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inferscale.compute import ModelCost, forward_flops, generation_flops
+from inferscale.compute import (
+    ModelCost,
+    forward_flops,
+    generation_flops,
+    pool_flops,
+    pool_scoring_flops,
+)
 from inferscale.data.records import Problem
 from inferscale.data.steps import StepFormat
 from inferscale.generation.base import Backend, Completion, Request
 from inferscale.grading import answer_classes, extract_answer, is_equivalent
 from inferscale.results import ResultStore
-from inferscale.scaling.subsets import QuestionPool, accuracy_curve, pass_at_k
+from inferscale.scaling.subsets import QuestionPool, pass_at_k, question_accuracies
+from inferscale.scores import PoolRecord, QuestionScore, points_over
 from inferscale.search.mcts import CHILDREN_BELOW_ROOT, root_children
-from inferscale.search.registry import TREE_STRATEGIES
+from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import Aggregation, Scorer, SearchResult, SearchSettings, aggregate
 from inferscale.search.voting import weighted_vote
 
-VOTES = {"majority_vote": "majority", "weighted_vote": "weighted", "best_of_n": "best_of_n"}
 # A point's question set: every evaluated question, or the ones the tree searches ran on.
 ALL = "all"
 SEARCHED = "searched"
+GREEDY_STORE = "greedy"
 
 
 @dataclass(frozen=True)
@@ -117,59 +124,46 @@ def run_samples(
     )
 
 
-def _mean_and_stderr(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    stderr = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return mean, stderr
+def greedy_scores(records: list[dict], cost: ModelCost, paper_params: str) -> list[QuestionScore]:
+    scores = []
+    for r in records:
+        tokens = [s["tokens"] for s in r["samples"]]
+        right = float(bool(r["correct_classes"]))
+        scores.append(
+            QuestionScore(
+                id=r["id"],
+                level=r["level"],
+                strategy="greedy",
+                budget=1,
+                accuracy=right,
+                coverage=right,
+                flops_paper=pool_flops(cost, r["prompt_tokens"], tokens, 1, "paper", paper_params),
+                flops_full=pool_flops(cost, r["prompt_tokens"], tokens, 1, "full"),
+                tokens=tokens[0],
+            )
+        )
+    return scores
 
 
-def _pool_flops(cost: ModelCost, record: dict, n: int, paper_params: str) -> tuple[float, float]:
-    """Expected FLOPs of n samples drawn from the record's pool: (paper, full)."""
-    tokens = [s["tokens"] for s in record["samples"]]
-    share = n / len(tokens)
-    paper = share * generation_flops(cost, record["prompt_tokens"], tokens, "paper", paper_params)
-    return paper, _shared_prompt_flops(cost, record["prompt_tokens"], tokens, share)
-
-
-def _shared_prompt_flops(cost: ModelCost, prompt: int, tokens: list[int], share: float) -> float:
-    """Full FLOPs of reading the prompt once and `share` of the samples after it."""
-    prefill = forward_flops(cost, prompt)
-    return prefill + share * (generation_flops(cost, prompt, tokens, "full") - prefill)
-
-
-def greedy_point(records: list[dict], cost: ModelCost, paper_params: str) -> dict:
-    correct = [float(bool(r["correct_classes"])) for r in records]
-    accuracy, stderr = _mean_and_stderr(correct)
-    flops = [_pool_flops(cost, r, 1, paper_params) for r in records]
-    return {
-        "strategy": "greedy",
-        "budget": 1,
-        "accuracy": accuracy,
-        "stderr": stderr,
-        "coverage": accuracy,
-        "flops_paper": statistics.fmean(f[0] for f in flops),
-        "flops_full": statistics.fmean(f[1] for f in flops),
-        "tokens": statistics.fmean(r["samples"][0]["tokens"] for r in records),
-    }
-
-
-def vote_points(
+def vote_scores(
     records: list[dict],
     strategy: str,
     budgets: list[int],
     cost: ModelCost,
     paper_params: str,
     seed: int,
-    scores: list[dict] | None = None,
+    prm_scores: list[dict] | None = None,
     aggregation: Aggregation = "last",
     prm_cost: ModelCost | None = None,
-) -> list[dict]:
-    """Points of one vote over the pools; `scores` (the PRM's step scores per sample, in record
-    order) are needed by the weighted vote and best-of-n."""
-    if VOTES[strategy] == "majority":
+) -> list[QuestionScore]:
+    """Each question's expected accuracy, pass@n and FLOPs of one vote at every budget n over
+    its pool; `prm_scores` (the PRM's step scores per sample, in record order) are needed by
+    the weighted vote and best-of-n."""
+    vote = STRATEGIES[strategy].vote
+    if vote == "majority":
         pools = [QuestionPool(r["classes"], r["correct_classes"]) for r in records]
     else:
-        if scores is None or prm_cost is None:
+        if prm_scores is None or prm_cost is None:
             raise ValueError(f"{strategy} needs the PRM's scores of the pool")
         pools = [
             QuestionPool(
@@ -177,44 +171,43 @@ def vote_points(
                 r["correct_classes"],
                 [solution_score(steps, aggregation) for steps in s["step_scores"]],
             )
-            for r, s in zip(records, scores, strict=True)
+            for r, s in zip(records, prm_scores, strict=True)
         ]
-    curve = accuracy_curve(pools, budgets, vote=VOTES[strategy], seed=seed)
-    points = []
-    for row in curve:
-        n = row["n"]
-        flops = [_pool_flops(cost, r, n, paper_params) for r in records]
-        if pools[0].scores is not None:
-            # In full accounting only: the PRM reads the prompt once (its scorer keeps the KV)
-            # and each drawn sample after it.
-            flops = [
-                (paper, full + _pool_scoring_flops(prm_cost, r, n))
-                for (paper, full), r in zip(flops, records, strict=True)
-            ]
-        coverage = statistics.fmean(pass_at_k(len(r["samples"]), _n_correct(r), n) for r in records)
-        points.append(
-            {
-                "strategy": strategy,
-                "budget": n,
-                "accuracy": row["accuracy"],
-                "stderr": row["stderr"],
-                "coverage": coverage,
-                "flops_paper": statistics.fmean(f[0] for f in flops),
-                "flops_full": statistics.fmean(f[1] for f in flops),
-                "tokens": n * statistics.fmean(s["tokens"] for r in records for s in r["samples"]),
-            }
-        )
-    return points
+    # Seeded by question id, so a question's Monte Carlo subsets do not depend on which other
+    # questions are scored with it.
+    seeds = [sample_seed(seed, r["id"]) for r in records]
+    pool_records = [PoolRecord.from_json(r) for r in records]
+    scores = []
+    for n in budgets:
+        accuracies = question_accuracies(pools, n, vote, seeds)  # type: ignore[arg-type]
+        for i, (record, accuracy) in enumerate(zip(pool_records, accuracies, strict=True)):
+            tokens = record.sample_tokens
+            full = pool_flops(cost, record.prompt_tokens, tokens, n, "full")
+            if prm_scores is not None and vote != "majority":
+                # In full accounting only: the PRM reads the drawn samples.
+                steps = [len(steps) for steps in prm_scores[i]["step_scores"]]
+                full += pool_scoring_flops(prm_cost, record.prompt_tokens, tokens, steps, n)
+            scores.append(
+                QuestionScore(
+                    id=record.id,
+                    level=record.level,
+                    strategy=strategy,
+                    budget=n,
+                    accuracy=float(accuracy),
+                    coverage=pass_at_k(record.size, record.correct, n),
+                    flops_paper=pool_flops(
+                        cost, record.prompt_tokens, tokens, n, "paper", paper_params
+                    ),
+                    flops_full=full,
+                    tokens=n * statistics.fmean(tokens),
+                )
+            )
+    return scores
 
 
 def solution_score(step_scores: list[float], aggregation: Aggregation) -> float:
     """A sample's score; a sample with no step (an empty solution) scores 0."""
     return aggregate(step_scores, aggregation) if step_scores else 0.0
-
-
-def _pool_scoring_flops(prm_cost: ModelCost, record: dict, n: int) -> float:
-    tokens = [s["tokens"] for s in record["samples"]]
-    return _shared_prompt_flops(prm_cost, record["prompt_tokens"], tokens, n / len(tokens))
 
 
 def score_pool(
@@ -275,12 +268,19 @@ def tree_record(
     chosen = weighted_vote(classes, scores)
     generated = [n.num_tokens for n in result.nodes[1:]]
     policy_full = forward_flops(cost, result.prompt_tokens) + sum(
-        forward_flops(cost, n.num_tokens, n.context_tokens) for n in result.nodes[1:]
+        forward_flops(cost, n.num_tokens, n.context_tokens, n.num_tokens)
+        for n in result.nodes[1:]
     )
     # The PRM's scorer keeps the KV of what it read: the prompt once, then each scored node's
-    # step on top of its parent's (counted once, should a node be scored again).
+    # step on top of its parent's (counted once, should a node be scored again), read at the
+    # step's tag.
     prm_full = forward_flops(prm_cost, result.prompt_tokens) + sum(
-        forward_flops(prm_cost, result.nodes[i].num_tokens, result.nodes[i].context_tokens)
+        forward_flops(
+            prm_cost,
+            result.nodes[i].num_tokens,
+            result.nodes[i].context_tokens,
+            min(1, result.nodes[i].num_tokens),
+        )
         for i in dict.fromkeys(result.scored_nodes)
     )
     return {
@@ -319,7 +319,8 @@ def run_tree_search(
     """Search every question not yet in the store, a chunk of questions at a time."""
     done = store.done_ids()
     pending = [p for p in problems if p.id not in done]
-    search = TREE_STRATEGIES[strategy]
+    search = STRATEGIES[strategy].search
+    assert search is not None, f"{strategy} is not a tree search"
     for chunk in _chunks(pending, questions_per_call):
         results = search(chunk, backend, scorer, budget, settings)
         store.append([record_for(p, r) for p, r in zip(chunk, results, strict=True)])
@@ -333,18 +334,21 @@ def round_width(strategy: str, budget: int) -> int:
     return budget
 
 
-def tree_point(records: list[dict], strategy: str, budget: int) -> dict:
-    accuracy, stderr = _mean_and_stderr([float(r["correct"]) for r in records])
-    return {
-        "strategy": strategy,
-        "budget": budget,
-        "accuracy": accuracy,
-        "stderr": stderr,
-        "coverage": statistics.fmean(float(bool(r["correct_classes"])) for r in records),
-        "flops_paper": statistics.fmean(r["flops_paper"] for r in records),
-        "flops_full": statistics.fmean(r["flops_full"] for r in records),
-        "tokens": statistics.fmean(r["tokens"] for r in records),
-    }
+def tree_scores(records: list[dict], strategy: str, budget: int) -> list[QuestionScore]:
+    return [
+        QuestionScore(
+            id=r["id"],
+            level=r["level"],
+            strategy=strategy,
+            budget=budget,
+            accuracy=float(r["correct"]),
+            coverage=float(bool(r["correct_classes"])),
+            flops_paper=r["flops_paper"],
+            flops_full=r["flops_full"],
+            tokens=r["tokens"],
+        )
+        for r in records
+    ]
 
 
 def _correct_classes(classes: list[int | None], answers: list[str | None], gold: str) -> list[int]:
@@ -353,11 +357,6 @@ def _correct_classes(classes: list[int | None], answers: list[str | None], gold:
         if cls is not None:
             representatives.setdefault(cls, answer)
     return sorted(c for c, a in representatives.items() if is_equivalent(a, gold))
-
-
-def _n_correct(record: dict) -> int:
-    correct = set(record["correct_classes"])
-    return sum(1 for c in record["classes"] if c in correct)
 
 
 def accuracy_by_level(records: list[dict]) -> dict[str, float]:
@@ -369,6 +368,33 @@ def accuracy_by_level(records: list[dict]) -> dict[str, float]:
 
 def store_path(directory: Path, name: str) -> Path:
     return directory / f"{name}.jsonl"
+
+
+def tree_store(strategy: str, budget: int) -> str:
+    """The store of one tree search's records at one budget."""
+    return f"{strategy}-b{budget}"
+
+
+def pool_store(pool_size: int) -> str:
+    """The store of each question's pool of samples."""
+    return f"samples-n{pool_size}"
+
+
+def pool_prm_store(pool_size: int) -> str:
+    """The store of the PRM's step scores of each pool sample."""
+    return f"{pool_store(pool_size)}-prm"
+
+
+def read_pools(directory: Path, pool_size: int) -> list[PoolRecord]:
+    """An evaluation's pools, one record per question."""
+    store = ResultStore(store_path(directory, pool_store(pool_size)))
+    return [PoolRecord.from_json(r) for r in store.read()]
+
+
+def read_pool_prm_scores(directory: Path, pool_size: int) -> dict[str, list[list[float]]]:
+    """The PRM's step scores of every pool sample, by question id (empty without a PRM)."""
+    store = ResultStore(store_path(directory, pool_prm_store(pool_size)))
+    return {r["id"]: r["step_scores"] for r in store.read()}
 
 
 @dataclass(frozen=True)
@@ -397,22 +423,24 @@ def evaluate_policy(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Generate what is missing from out_dir's stores, then score every strategy and budget:
-    {"points": one row per (strategy, budget), "greedy_accuracy_by_level": ...}.
+    {"scores": one QuestionScore per (question, strategy, budget), "points": their means per
+    question set, "greedy_accuracy_by_level": ...}.
 
     The backend and the scorer are opened only if something is left for them to do.
     """
-    pool_strategies = [s for s in plan.strategies if s in VOTES]
-    tree_strategies = [s for s in plan.strategies if s in TREE_STRATEGIES]
-    needs_scores = any(VOTES[s] != "majority" for s in pool_strategies)
+    kinds = {s: STRATEGIES[s].kind for s in plan.strategies}
+    pool_strategies = [s for s in plan.strategies if kinds[s] == "pool"]
+    tree_strategies = [s for s in plan.strategies if kinds[s] == "tree"]
+    needs_scores = any(STRATEGIES[s].needs_prm for s in pool_strategies)
     if (needs_scores or tree_strategies) and (open_scorer is None or plan.prm_cost is None):
         raise ValueError(f"strategies {plan.strategies} need a PRM scorer and its cost")
     if tree_strategies and plan.search is None:
         raise ValueError(f"tree searches {tree_strategies} need search settings")
-    pool_name = f"samples-n{plan.budgets[-1]}"
+    pool_size = plan.budgets[-1]
     # (store name, samples per question, greedy?)
-    jobs = [("greedy", 1, True)] if "greedy" in plan.strategies else []
+    jobs = [(GREEDY_STORE, 1, True)] if "greedy" in plan.strategies else []
     if pool_strategies:
-        jobs.append((pool_name, plan.budgets[-1], False))
+        jobs.append((pool_store(pool_size), pool_size, False))
     ids = {p.id for p in problems}
     search_problems = problems[: plan.search_limit]
     search_ids = {p.id for p in search_problems}
@@ -441,15 +469,15 @@ def evaluate_policy(
                 )
                 run_samples(problems, store, backend(), plan.fmt, plan.sampling, n, greedy)
         if needs_scores:
-            store = ResultStore(store_path(out_dir, f"{pool_name}-prm"))
+            store = ResultStore(store_path(out_dir, pool_prm_store(pool_size)))
             todo = len(problems) - len(store.done_ids() & ids)
             if todo:
-                log(f"{pool_name}: {todo} questions' samples to score with the PRM")
-                records = {r["id"]: r for r in read(pool_name)}
+                log(f"{pool_store(pool_size)}: {todo} questions' samples to score with the PRM")
+                records = {r["id"]: r for r in read(pool_store(pool_size))}
                 score_pool(problems, records, store, scorer(), plan.fmt, plan.sampling.batch_size)
         for strategy in tree_strategies:
             for budget in plan.search_budgets[strategy]:
-                name = f"{strategy}-b{budget}"
+                name = tree_store(strategy, budget)
                 store = ResultStore(store_path(out_dir, name))
                 todo = len(search_problems) - len(store.done_ids() & search_ids)
                 if not todo:
@@ -478,46 +506,36 @@ def evaluate_policy(
         for thing in opened.values():
             thing.close()  # type: ignore[attr-defined]
 
-    # Tree searches on fewer questions than the pools: the greedy and vote points are also
-    # scored on the searched questions alone, so that strategies are compared on one set.
-    subsets = {ALL: ids}
-    if tree_strategies and search_ids != ids:
-        subsets[SEARCHED] = search_ids
-    result: dict = {"points": []}
-    for subset, wanted in subsets.items():
-        points = []
-        if "greedy" in plan.strategies:
-            records = read("greedy", wanted)
-            points.append(greedy_point(records, plan.cost, plan.paper_params))
-            if subset == ALL:
-                result["greedy_accuracy_by_level"] = accuracy_by_level(records)
-        if pool_strategies:
-            records = read(pool_name, wanted)
-            scores = None
-            if needs_scores:
-                by_id = {r["id"]: r for r in read(f"{pool_name}-prm", wanted)}
-                scores = [by_id[r["id"]] for r in records]
-            for strategy in pool_strategies:
-                points += vote_points(
-                    records,
-                    strategy,
-                    plan.budgets,
-                    plan.cost,
-                    plan.paper_params,
-                    plan.sampling.seed,
-                    scores,
-                    plan.aggregation,
-                    plan.prm_cost,
-                )
-        result["points"] += [
-            {**p, "question_set": subset, "questions": len(wanted)} for p in points
-        ]
-    tree_set = SEARCHED if SEARCHED in subsets else ALL
+    scores: list[QuestionScore] = []
+    result: dict = {}
+    if "greedy" in plan.strategies:
+        records = read(GREEDY_STORE)
+        scores += greedy_scores(records, plan.cost, plan.paper_params)
+        result["greedy_accuracy_by_level"] = accuracy_by_level(records)
+    if pool_strategies:
+        records = read(pool_store(pool_size))
+        prm_scores = None
+        if needs_scores:
+            by_id = {r["id"]: r for r in read(pool_prm_store(pool_size))}
+            prm_scores = [by_id[r["id"]] for r in records]
+        for strategy in pool_strategies:
+            scores += vote_scores(
+                records,
+                strategy,
+                plan.budgets,
+                plan.cost,
+                plan.paper_params,
+                plan.sampling.seed,
+                prm_scores,
+                plan.aggregation,
+                plan.prm_cost,
+            )
     for strategy in tree_strategies:
         for budget in plan.search_budgets[strategy]:
-            records = read(f"{strategy}-b{budget}", search_ids)
-            point = tree_point(records, strategy, budget)
-            result["points"].append(
-                {**point, "question_set": tree_set, "questions": len(search_ids)}
-            )
-    return result
+            scores += tree_scores(read(tree_store(strategy, budget), search_ids), strategy, budget)
+    # Tree searches on fewer questions than the pools: greedy and the votes are also averaged
+    # over the searched questions alone, so that strategies are compared on one set.
+    points = points_over(scores, ids, ALL)
+    if tree_strategies and search_ids != ids:
+        points += points_over(scores, search_ids, SEARCHED)
+    return {"scores": scores, "points": points, **result}

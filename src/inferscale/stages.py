@@ -44,8 +44,10 @@ STAGE_CODE = {
         "grading_worker",
         "compute",
         "results",
+        "scores",
     ),
-    "analyze": ("analysis",),
+    # The task itself writes the analysis files and the report: its code is part of the key.
+    "analyze": ("analysis", "scaling", "report", "tracking/analysis_run", "tasks/analyze"),
 }
 # Settings that change how fast a stage runs but not what it produces: kept out of keys.
 EVALUATION_SPEED_SETTINGS = {
@@ -117,7 +119,8 @@ def plan(config: ExperimentConfig) -> Plan:
             "sft",
             p.name,
             {
-                "policy": p.model_dump(),
+                # The nominal size only names the model in paper FLOPs: evaluate's key has it.
+                "policy": p.model_dump(exclude={"nominal_params"}),
                 "sft": sft_section,
                 "deepspeed": deepspeed_config,
                 "seed": config.seed,
@@ -130,21 +133,22 @@ def plan(config: ExperimentConfig) -> Plan:
     generation = config.generation.model_dump(exclude=EVALUATION_SPEED_SETTINGS)
     label_steps, train_prm = _prm_stages(config, artifacts, data, sft, sft_section, generation)
     evaluate = {
-        name: stage_artifact(
+        policy.name: stage_artifact(
             artifacts,
             "evaluate",
-            name,
+            policy.name,
             {
                 "generation": generation,
                 "evaluation": config.evaluation.model_dump(),
                 "format": config.data.format.model_dump(),
-                "model": model.key,
+                "model": sft[policy.name].key,
+                "nominal_params": policy.nominal_params,
                 "data": data.key,
                 "prm": train_prm.key if config.evaluation.needs_prm else None,
                 "code": code_version(STAGE_CODE["evaluate"]),
             },
         )
-        for name, model in sft.items()
+        for policy in config.policies
     }
     analyze = stage_artifact(
         artifacts,
@@ -153,6 +157,7 @@ def plan(config: ExperimentConfig) -> Plan:
         {
             "evaluations": {name: art.key for name, art in evaluate.items()},
             "prm": train_prm.key if train_prm is not None else None,
+            "analysis": config.analysis.model_dump(),
             "code": code_version(STAGE_CODE["analyze"]),
         },
     )

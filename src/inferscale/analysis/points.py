@@ -1,56 +1,122 @@
-"""Scaling curves: the table of all (policy, strategy, budget) points and error rate vs FLOPs."""
+"""The table of every (policy, question set, difficulty group, strategy, budget) point and the
+comparisons read off it: which question set strategies are compared on, each strategy's
+headline error, and each policy's error-vs-FLOPs Pareto front.
+
+A point's `question_set` is `all` (every evaluated question) or `searched` (the questions the
+tree searches ran on, when that is fewer); its `levels` is `all`, one level, `easy` or `hard`,
+and the point averages the questions in both.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import asdict
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on the machines that run this
-import matplotlib.pyplot as plt
 import pandas as pd
 
-MARKERS = {
-    "greedy": "*",
-    "majority_vote": "o",
-    "weighted_vote": "^",
-    "best_of_n": "v",
-    "rebase": "D",
-    "mcts": "P",
-    "beam_search": "X",
-}
+from inferscale.evaluation import ALL, SEARCHED
+from inferscale.scaling.frontier import on_pareto_front
+from inferscale.scores import QuestionScore, points_over
+from inferscale.search.registry import STRATEGIES
+
+ALL_LEVELS = "all"
+EASY = "easy"
+HARD = "hard"
+COLUMNS = [
+    "policy",
+    "params",
+    "question_set",
+    "levels",
+    "questions",
+    "strategy",
+    "budget",
+    "accuracy",
+    "error_rate",
+    "stderr",
+    "coverage",
+    "flops_paper",
+    "flops_full",
+    "tokens",
+]
 
 
-def points_table(evaluations: dict[str, dict]) -> pd.DataFrame:
-    """One row per (policy, question set, strategy, budget) from each policy's evaluation."""
-    rows = [
-        {"policy": policy, "params": metrics["params"], **point}
-        for policy, metrics in evaluations.items()
-        for point in metrics["points"]
-    ]
+def question_sets(scores: Sequence[QuestionScore]) -> dict[str, set[str]]:
+    """`all`: every question scored; `searched`: those the tree searches ran on, when fewer."""
+    every = {s.id for s in scores}
+    searched = {s.id for s in scores if STRATEGIES[s.strategy].kind == "tree"}
+    sets = {ALL: every}
+    if searched and searched != every:
+        sets[SEARCHED] = searched
+    return sets
+
+
+def level_groups(scores: Sequence[QuestionScore], easy_levels: Sequence[int]) -> dict[str, set]:
+    """`all`, then each level, then easy (`easy_levels`) and hard (the rest) when both exist:
+    the question ids of each group."""
+    levels: dict[int, set[str]] = {}
+    for s in scores:
+        if s.level is not None:
+            levels.setdefault(s.level, set()).add(s.id)
+    groups = {ALL_LEVELS: {s.id for s in scores}}
+    if len(levels) < 2:
+        return groups
+    for level in sorted(levels):
+        groups[str(level)] = levels[level]
+    easy = set().union(*(ids for level, ids in levels.items() if level in easy_levels))
+    hard = set().union(*(ids for level, ids in levels.items() if level not in easy_levels))
+    if easy and hard:
+        groups[EASY], groups[HARD] = easy, hard
+    return groups
+
+
+def is_level(group: str) -> bool:
+    """Whether a difficulty group is one level (not all of them, easy or hard)."""
+    return group not in (ALL_LEVELS, EASY, HARD)
+
+
+def policy_points(
+    policy: str, params: int, scores: Sequence[QuestionScore], easy_levels: Sequence[int]
+) -> pd.DataFrame:
+    """Every point of one policy's evaluation, on each question set and difficulty group."""
+    rows = []
+    groups = level_groups(scores, easy_levels)
+    for question_set, ids in question_sets(scores).items():
+        for levels, group in groups.items():
+            for p in points_over(scores, ids & group, question_set):
+                rows.append({"policy": policy, "params": params, "levels": levels, **asdict(p)})
     table = pd.DataFrame(rows)
     table["error_rate"] = 1.0 - table["accuracy"]
-    order = ["policy", "params", "question_set", "questions", "strategy", "budget", "accuracy"]
-    order += ["error_rate", "stderr"]
-    return table[order + [c for c in table.columns if c not in order]]
+    return table[COLUMNS]
+
+
+def points_table(per_policy: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(per_policy, ignore_index=True)[COLUMNS]
+
+
+def in_group(table: pd.DataFrame, levels: str = ALL_LEVELS) -> pd.DataFrame:
+    """The points of one difficulty group."""
+    group = table[table["levels"] == levels]
+    if group.empty:
+        known = sorted(set(table["levels"]))
+        raise ValueError(f"no points for levels {levels!r}; the experiment has {known}")
+    return group
 
 
 def compared_points(table: pd.DataFrame) -> pd.DataFrame:
     """Per policy, the points of the largest question set that every one of its strategies
     ran: what comparisons across strategies (Pareto front, plot) are made on."""
     kept = []
-    for _, group in table.groupby("policy", sort=False):
+    for policy, group in table.groupby("policy", sort=False):
         strategies = set(group["strategy"])
-        sets = group.groupby("question_set")
         shared = [
-            (int(rows["questions"].iloc[0]), name)
-            for name, rows in sets
+            (int(rows["questions"].max()), name)
+            for name, rows in group.groupby("question_set")
             if set(rows["strategy"]) == strategies
         ]
         if not shared:
             raise ValueError(
-                f"no question set has points of every strategy of policy "
-                f"{group['policy'].iloc[0]}: {sorted(strategies)}"
+                f"no question set has points of every strategy of policy {policy}: "
+                f"{sorted(strategies)}"
             )
         kept.append(group[group["question_set"] == max(shared)[1]])
     return pd.concat(kept)
@@ -71,82 +137,48 @@ def own_points(table: pd.DataFrame) -> pd.DataFrame:
     return _on_most_questions(table, ["policy", "strategy"])
 
 
-def plot_error_vs_flops(table: pd.DataFrame, path: Path, accounting: str = "paper") -> Path:
-    """Error rate against FLOPs per question (log x), one line per (policy, strategy); the
-    title says how many questions each policy's points average over."""
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    counts = table.groupby("policy", sort=False)["questions"].unique()
-    ax.set_title(
-        "questions per point: "
-        + ", ".join(f"{p} {'/'.join(str(int(n)) for n in ns)}" for p, ns in counts.items()),
-        fontsize=9,
-    )
-    for (policy, strategy), group in table.groupby(["policy", "strategy"], sort=False):
-        group = group.sort_values("budget")
-        ax.errorbar(
-            group[f"flops_{accounting}"],
-            group["error_rate"],
-            yerr=group["stderr"],
-            marker=MARKERS.get(strategy, "s"),
-            markersize=8 if strategy == "greedy" else 5,
-            capsize=2,
-            label=f"{policy} ({group['params'].iloc[0] / 1e6:.2g}M) {strategy}",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel(f"inference FLOPs per question ({accounting} accounting)")
-    ax.set_ylabel("error rate")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+def _top(points: pd.DataFrame) -> dict:
+    top = points.sort_values("budget").iloc[-1]
+    return {
+        "budget": int(top.budget),
+        "error": float(top.error_rate),
+        "stderr": float(top.stderr),
+        "coverage": float(top.coverage),
+        "questions": int(top.questions),
+    }
 
 
-def headline(table: pd.DataFrame) -> dict:
-    """The checks a reader wants first: greedy error per policy and each strategy at its largest
-    budget, each on the most questions it ran."""
+def headline(table: pd.DataFrame) -> dict[str, dict]:
+    """Per policy, each strategy at its largest budget, each on the most questions it ran."""
     out = {}
-    for policy, group in own_points(table).groupby("policy", sort=False):
-        greedy = group[group.strategy == "greedy"]
-        row = {"params": int(group["params"].iloc[0])}
-        if not greedy.empty:
-            row["greedy_error"] = float(greedy["error_rate"].iloc[0])
-        for strategy, votes in group[group.strategy != "greedy"].groupby("strategy"):
-            top = votes.sort_values("budget").iloc[-1]
-            row[f"{strategy}@{int(top.budget)}_error"] = float(top["error_rate"])
-            row[f"pass@{int(top.budget)}"] = float(top["coverage"])
-        out[policy] = row
+    for policy, group in own_points(in_group(table)).groupby("policy", sort=False):
+        out[str(policy)] = {
+            "params": int(group["params"].iloc[0]),
+            "questions": int(group["questions"].max()),
+            "strategies": {
+                str(strategy): _top(points)
+                for strategy, points in group.groupby("strategy", sort=False)
+            },
+        }
     return out
 
 
 def compared_headline(table: pd.DataFrame) -> dict[str, dict]:
-    """Per policy, the error of each strategy at its largest budget on the question set the
-    strategies are compared on (see `compared_points`): `questions` of the `of` evaluated."""
+    """Per policy, each strategy at its largest budget on the question set the strategies are
+    compared on (see `compared_points`): `questions` of the `of` evaluated."""
+    group = in_group(table)
+    evaluated = group.groupby("policy", sort=False)["questions"].max()
     out = {}
-    evaluated = table.groupby("policy", sort=False)["questions"].max()
-    for policy, group in compared_points(table).groupby("policy", sort=False):
-        row: dict = {"questions": int(group["questions"].iloc[0]), "of": int(evaluated[policy])}
-        for strategy, points in group.groupby("strategy", sort=False):
-            top = points.sort_values("budget").iloc[-1]
-            key = strategy if strategy == "greedy" else f"{strategy}@{int(top.budget)}"
-            row[key] = float(top["error_rate"])
-        out[str(policy)] = row
+    for policy, points in compared_points(group).groupby("policy", sort=False):
+        out[str(policy)] = {
+            "questions": int(points["questions"].iloc[0]),
+            "of": int(evaluated[policy]),
+            "strategies": {
+                str(strategy): _top(rows)
+                for strategy, rows in points.groupby("strategy", sort=False)
+            },
+        }
     return out
-
-
-def on_pareto_front(flops: list[float], errors: list[float]) -> list[bool]:
-    """Whether each point is Pareto-optimal: no other point costs no more and errs no more, and
-    strictly less in one of the two."""
-    points = list(zip(flops, errors, strict=True))
-    return [
-        not any(
-            f2 <= f and e2 <= e and (f2 < f or e2 < e)
-            for j, (f2, e2) in enumerate(points)
-            if j != i
-        )
-        for i, (f, e) in enumerate(points)
-    ]
 
 
 def pareto_shares(table: pd.DataFrame, accounting: str = "paper") -> dict[str, dict[str, float]]:
@@ -154,7 +186,7 @@ def pareto_shares(table: pd.DataFrame, accounting: str = "paper") -> dict[str, d
     policy's error-vs-FLOPs Pareto front over all its strategies, all on one question set (see
     `compared_points`)."""
     out: dict[str, dict[str, float]] = {}
-    for policy, group in compared_points(table).groupby("policy", sort=False):
+    for policy, group in compared_points(in_group(table)).groupby("policy", sort=False):
         front = on_pareto_front(list(group[f"flops_{accounting}"]), list(group["error_rate"]))
         shares = pd.Series(front, index=group.index).groupby(group["strategy"], sort=False).mean()
         out[str(policy)] = {str(k): float(v) for k, v in shares.items()}

@@ -66,6 +66,37 @@ def expected_vote_accuracy(
     )
 
 
+def question_accuracies(
+    per_question: Sequence[QuestionPool],
+    n: int,
+    vote: Vote = "majority",
+    seeds: Sequence[Seed] | None = None,
+    max_exact: int = 5000,
+    draws: int = 2000,
+) -> np.ndarray:
+    """Each question's expected accuracy at budget n; `seeds` (one per question, default its
+    position) seed the Monte Carlo subsets where the exact expectation is too costly."""
+    if seeds is None:
+        seeds = [(question,) for question in range(len(per_question))]
+    if len(seeds) != len(per_question):
+        raise ValueError(f"{len(seeds)} seeds for {len(per_question)} questions")
+    return np.array(
+        [
+            expected_vote_accuracy(
+                pool.classes,
+                pool.correct_classes,
+                n,
+                vote,
+                pool.scores,
+                max_exact=max_exact,
+                draws=draws,
+                seed=(*np.atleast_1d(seed).tolist(), n),
+            )
+            for pool, seed in zip(per_question, seeds, strict=True)
+        ]
+    )
+
+
 def accuracy_curve(
     per_question: Sequence[QuestionPool],
     budgets: Iterable[int],
@@ -77,23 +108,10 @@ def accuracy_curve(
     """Per budget n: mean over questions of their expected accuracy, and its standard error."""
     if not per_question:
         raise ValueError("no questions")
+    seeds = [(seed, question) for question in range(len(per_question))]
     curve = []
     for n in budgets:
-        accuracies = np.array(
-            [
-                expected_vote_accuracy(
-                    pool.classes,
-                    pool.correct_classes,
-                    n,
-                    vote,
-                    pool.scores,
-                    max_exact=max_exact,
-                    draws=draws,
-                    seed=(seed, question, n),
-                )
-                for question, pool in enumerate(per_question)
-            ]
-        )
+        accuracies = question_accuracies(per_question, n, vote, seeds, max_exact, draws)
         stderr = accuracies.std(ddof=1) / math.sqrt(len(accuracies)) if len(accuracies) > 1 else 0.0
         curve.append({"n": n, "accuracy": float(accuracies.mean()), "stderr": float(stderr)})
     return curve

@@ -3,28 +3,35 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from inferscale.analysis import (
-    compared_headline,
-    compared_points,
-    headline,
-    pareto_shares,
-    plot_error_vs_flops,
-    points_table,
-    widest_points,
-)
-from inferscale.artifacts import write_json
+from inferscale.analysis.evaluations import load_evaluations
+from inferscale.analysis.experiment import AnalysisSettings, analyze
+from inferscale.artifacts import COMPLETE_MARKER, Timer, write_json
 from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
+from inferscale.report.figures import write_figures
+from inferscale.report.files import REPORT_FILE, SUMMARY_FILE, TABLE_FILE, table_file
+from inferscale.report.html import ReportInputs, write_report
+from inferscale.stages import Plan
 from inferscale.tasks.context import RunContext
-from inferscale.tasks.evaluate import METRICS_FILE
-from inferscale.tracking.wandb_runs import finish_run, log_image, log_table, start_run
+from inferscale.tracking.analysis_run import analysis_tables, log_analysis
+from inferscale.tracking.wandb_runs import finish_run, start_run
 
-TABLE_FILE = "points.csv"
-PLOT_FILE = "error_vs_flops.png"  # every strategy, on the questions all of them ran
-ALL_QUESTIONS_PLOT_FILE = "error_vs_flops_all_questions.png"
-SUMMARY_FILE = "summary.json"
+
+def stage_seconds(plan: Plan) -> list[tuple[str, str, float | None]]:
+    """How long each finished stage took, from its completion marker."""
+    out = []
+    for artifact in plan.all():
+        marker = artifact.path / COMPLETE_MARKER
+        if not marker.is_file() or artifact.stage == "analyze":
+            continue
+        meta = json.loads(marker.read_text())
+        # Markers written before every stage recorded its seconds hold a trainer's own time.
+        seconds = meta.get("seconds", meta.get("train", {}).get("train_seconds"))
+        out.append((artifact.stage, artifact.path.name, seconds))
+    return out
 
 
 @task(name="analyze", cache_policy=NO_CACHE)
@@ -34,37 +41,40 @@ def analyze_task(
     artifact = ctx.plan.analyze
     if ctx.reuse(artifact):
         return str(artifact.path)
-    evaluations = {
-        name: json.loads((Path(d) / METRICS_FILE).read_text())
-        for name, d in evaluation_dirs.items()
-    }
-    table = points_table(evaluations)
-    table.to_csv(artifact.path / TABLE_FILE, index=False)
-    compared = compared_points(table)
-    plot = plot_error_vs_flops(compared, artifact.path / PLOT_FILE)
-    widest = widest_points(table)
-    if not widest.index.equals(compared.index):
-        # Tree searches on fewer questions: the strategies that ran on every question get a
-        # plot of their own, at the precision of the whole test set.
-        plot_error_vs_flops(widest, artifact.path / ALL_QUESTIONS_PLOT_FILE)
-    summary = {
-        "experiment": ctx.config.name,
-        "policies": headline(table),
-        "greedy_accuracy_by_level": {
-            name: m.get("greedy_accuracy_by_level") for name, m in evaluations.items()
-        },
-        "pareto": pareto_shares(table),
-        "compared": compared_headline(table),
-    }
-    if prm_dir is not None:
-        summary["prm"] = json.loads((Path(prm_dir) / PRM_SUMMARY_FILE).read_text()).get("eval", {})
-    write_json(artifact.path / SUMMARY_FILE, summary)
-    run = start_run(
-        ctx.tracking, "analyze", "analyze", {"policies": list(evaluations)}, ctx.plan.root
-    )
-    log_table(run, "points", table)
-    log_image(run, "error_vs_flops", plot)
-    run.summary.update({"headline": summary["policies"]})
-    finish_run(run)
-    artifact.mark_complete({})
+    config = ctx.config
+    with Timer() as timer:
+        evaluations = load_evaluations(
+            {name: Path(d) for name, d in evaluation_dirs.items()},
+            [p.name for p in config.policies],
+            config.evaluation.pool_size,
+            config.evaluation.aggregation,
+        )
+        analysis = analyze(evaluations, AnalysisSettings.of(config.analysis))
+        analysis.table.to_csv(artifact.path / TABLE_FILE, index=False)
+        for name, frame in analysis_tables(analysis).items():
+            if name != "points" and not frame.empty:
+                frame.to_csv(artifact.path / table_file(name), index=False)
+        prm = {}
+        if prm_dir is not None:
+            prm = json.loads((Path(prm_dir) / PRM_SUMMARY_FILE).read_text()).get("eval", {})
+        summary = {"experiment": config.name, **analysis.summary(), "prm": prm}
+        write_json(artifact.path / SUMMARY_FILE, summary)
+        figures = write_figures(analysis, artifact.path)
+        write_report(
+            artifact.path / REPORT_FILE,
+            ReportInputs(
+                experiment=config.name,
+                analysis=analysis,
+                figures=figures,
+                prm=prm,
+                stage_seconds=stage_seconds(ctx.plan),
+                config_yaml=yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
+            ),
+        )
+        run = start_run(
+            ctx.tracking, "analyze", "analyze", {"policies": list(evaluations)}, ctx.plan.root
+        )
+        log_analysis(run, analysis, figures, ctx.tracking, artifact.path)
+        finish_run(run)
+    artifact.mark_complete({"seconds": timer.seconds})
     return str(artifact.path)

@@ -42,4 +42,5 @@ class RunContext:
             logger.info("discarding the unfinished %s at %s", artifact.stage, artifact.path)
             artifact.clear()
         artifact.path.mkdir(parents=True, exist_ok=True)
+        artifact.mark_started()
         return False

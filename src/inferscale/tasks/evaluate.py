@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -8,19 +9,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from transformers import AutoConfig
 
-from inferscale.artifacts import Timer, write_json
+from inferscale.artifacts import Timer
 from inferscale.compute import ModelCost, count_parameters
 from inferscale.config import ExperimentConfig, PolicyConfig
 from inferscale.data.prepare import TEST_FILE, step_format
 from inferscale.data.records import read_problems
 from inferscale.evaluation import SEARCHED, EvaluationPlan, SamplingSettings, evaluate_policy
 from inferscale.generation.backends import load_backend
-from inferscale.search.registry import TREE_STRATEGIES
+from inferscale.scores import EvaluationMetrics, write_evaluation
+from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import SearchSettings
 from inferscale.tasks.context import RunContext
 from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
-
-METRICS_FILE = "metrics.json"
 
 
 def open_prm(config: ExperimentConfig, prm_dir: str | Path):
@@ -81,7 +81,7 @@ def evaluate_task(
             batch_size=gen.batch_size,
             seed=cfg.seed,
         ),
-        cost=ModelCost.from_config(model_config),
+        cost=ModelCost.from_config(model_config, nominal=policy.nominal_params),
         paper_params=cfg.flops.paper_params,
         aggregation=cfg.aggregation,
         search=search_settings(ctx.config),
@@ -90,7 +90,7 @@ def evaluate_task(
         prm_cost=ModelCost.from_config(AutoConfig.from_pretrained(prm_dir)) if prm_dir else None,
     )
     with Timer() as timer:
-        scores = evaluate_policy(
+        result = evaluate_policy(
             problems,
             artifact.path,
             plan,
@@ -99,16 +99,19 @@ def evaluate_task(
             log=lambda msg: logger.info("%s %s", policy.name, msg),
         )
     parameters = count_parameters(model_config)
-    metrics = {
-        "policy": policy.name,
-        "params": parameters["total"],
-        "parameters": parameters,
-        "questions": len(problems),
-        "seconds": timer.seconds,
-        **scores,
-    }
-    points = scores["points"]
-    write_json(artifact.path / METRICS_FILE, metrics)
+    points = result["points"]
+    metrics = EvaluationMetrics(
+        policy=policy.name,
+        params=parameters["total"],
+        parameters=parameters,
+        cost=plan.cost,
+        paper_params=plan.paper_params,
+        questions=len(problems),
+        seconds=timer.seconds,
+        points=points,
+        greedy_accuracy_by_level=result.get("greedy_accuracy_by_level", {}),
+    )
+    write_evaluation(artifact.path, metrics, result["scores"])
 
     run = start_run(
         ctx.tracking,
@@ -124,18 +127,18 @@ def evaluate_task(
     # The pools' points on the searched questions alone serve the comparison with the tree
     # searches; the table has them, the curves and the summary keep each pool on every question.
     tracked = [
-        p for p in points if p["question_set"] != SEARCHED or p["strategy"] in TREE_STRATEGIES
+        p for p in points if p.question_set != SEARCHED or STRATEGIES[p.strategy].kind == "tree"
     ]
     for p in tracked:
         run.log(
             {
-                "budget": p["budget"],
-                f"{p['strategy']}/accuracy": p["accuracy"],
-                f"{p['strategy']}/flops_paper": p["flops_paper"],
+                "budget": p.budget,
+                f"{p.strategy}/accuracy": p.accuracy,
+                f"{p.strategy}/flops_paper": p.flops_paper,
             }
         )
-    log_table(run, "points", pd.DataFrame(points))
-    run.summary.update({f"{p['strategy']}@{p['budget']}": p["accuracy"] for p in tracked})
+    log_table(run, "points", pd.DataFrame([asdict(p) for p in points]))
+    run.summary.update({f"{p.strategy}@{p.budget}": p.accuracy for p in tracked})
     finish_run(run)
     artifact.mark_complete({"questions": len(problems), "seconds": timer.seconds})
     return str(artifact.path)

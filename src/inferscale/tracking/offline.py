@@ -41,8 +41,9 @@ class OfflineRun:
     config: dict[str, Any]
     history: list[dict[str, Any]]  # one dict per logged step, with _step, _runtime, _timestamp
     summary: dict[str, Any]
-    files: list[str]  # logged media, relative to run_dir / "files"
+    files: list[str]  # logged media and saved files, relative to run_dir / "files"
     artifacts: list[str]  # names of logged artifacts (tables are logged as artifacts too)
+    step_metrics: dict[str, str]  # metric -> the metric it is plotted against (define_metric)
     exit_code: int | None  # None when the run never finished (killed, or still running)
 
 
@@ -63,6 +64,8 @@ def read_run(run_dir: Path, wait_s: float = 30.0) -> OfflineRun:
     history: list[dict[str, Any]] = []
     files: list[str] = []
     artifacts: list[str] = []
+    step_metrics: dict[str, str] = {}
+    defined: list[str] = []  # metric records in order: a step metric may be named by index
     exit_code = None
     for record in read_records(_wandb_file(run_dir)):
         match record.WhichOneof("record_type"):
@@ -80,6 +83,13 @@ def read_run(run_dir: Path, wait_s: float = 30.0) -> OfflineRun:
                 files.extend(item.path for item in record.files.files)
             case "artifact":
                 artifacts.append(record.artifact.name)
+            case "metric":
+                metric = record.metric
+                defined.append(metric.name)
+                if metric.step_metric:
+                    step_metrics[metric.name] = metric.step_metric
+                elif metric.step_metric_index:
+                    step_metrics[metric.name] = defined[metric.step_metric_index - 1]
             case "exit":
                 exit_code = record.exit.exit_code
     # "_wandb" holds wandb's own bookkeeping, not anything we logged.
@@ -97,6 +107,7 @@ def read_run(run_dir: Path, wait_s: float = 30.0) -> OfflineRun:
         summary=summary,
         files=files,
         artifacts=artifacts,
+        step_metrics=step_metrics,
         exit_code=exit_code,
     )
 
