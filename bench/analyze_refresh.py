@@ -26,6 +26,12 @@ from inferscale.stages import plan
 REPO = Path(__file__).resolve().parents[1]
 
 
+def shown_path(path: Path) -> str:
+    """The path relative to the repository when it lies inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
@@ -49,7 +55,7 @@ def main() -> None:
         marker = json.loads((stages.analyze.path / COMPLETE_MARKER).read_text())
         stage.append(marker["seconds"])
     result = {
-        "config": str(Path(args.config)),
+        "config": shown_path(Path(args.config)),
         "repeats": args.repeats,
         "analyze_stage_s": round(statistics.median(stage), 1),
         "analyze_stage_runs_s": [round(s, 1) for s in stage],

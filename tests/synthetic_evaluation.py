@@ -3,6 +3,8 @@ functions, for the analysis and report tests (no model, no backend)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from inferscale.analysis.evaluations import PolicyEvaluation
@@ -123,3 +125,12 @@ def two_policies() -> dict[str, PolicyEvaluation]:
         "S": synthetic_evaluation("S", 0.8, 64, seed=1),
         "L": synthetic_evaluation("L", 0.9, 128, seed=2),
     }
+
+
+def without_prm(evaluation: PolicyEvaluation) -> PolicyEvaluation:
+    """The evaluation as if it had run greedy decoding and majority vote alone."""
+    kept = {"greedy", "majority_vote"}
+    scores = [s for s in evaluation.scores if s.strategy in kept]
+    points = [p for p in evaluation.metrics.points if p.strategy in kept and p.question_set == ALL]
+    metrics = dataclasses.replace(evaluation.metrics, points=points)
+    return dataclasses.replace(evaluation, metrics=metrics, scores=scores, sample_scores={})

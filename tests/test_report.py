@@ -13,7 +13,7 @@ import re
 import shutil
 
 import pytest
-from synthetic_evaluation import two_policies
+from synthetic_evaluation import two_policies, without_prm
 
 from inferscale.analysis.experiment import AnalysisSettings, analyze
 from inferscale.report.figures import write_figures
@@ -151,3 +151,14 @@ def test_analysis_run_logs_curves_against_flops_tables_figures_and_the_report(
     text = json.dumps(spec)
     assert "S/rebase/error_rate" in text and "flops_paper" in text
     assert '"tableName": "pass_at_k"' in text or "pass_at_k" in text
+
+
+def test_an_experiment_without_a_prm_or_tree_search_gets_its_report(tmp_path):
+    evaluations = {name: without_prm(e) for name, e in two_policies().items()}
+    small = analyze(evaluations, AnalysisSettings(bootstrap=10))
+    assert [lim.limits.keys() for lim in small.limits] == [{"majority_vote"}] * 2
+    assert {c.strategy for c in small.optimal["paper"].options} == {"greedy", "majority_vote"}
+    figures = write_figures(small, tmp_path)
+    assert "error_vs_flops_all_questions" not in figures  # every strategy ran every question
+    page = write_report(tmp_path / "report.html", ReportInputs("plain", small, figures)).read_text()
+    assert 'id="coverage"' in page and 'id="prm"' not in page

@@ -21,8 +21,9 @@ STYLE = """
 body { font-family: system-ui, -apple-system, sans-serif; max-width: 1180px; margin: 2em auto;
        padding: 0 1em; color: #1d1d1f; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
+.wide { overflow-x: auto; }
 th { background: #f5f5f7; } td.l, th.l { text-align: left; }
 img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
 .note { color: #555; font-size: 0.9em; } .best { font-weight: 600; }
@@ -67,7 +68,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) 
     body = "".join(
         "<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="wide"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def figure(path: Path | None, alt: str) -> str:
@@ -82,42 +86,37 @@ def choice_name(c: Choice) -> str:
 
 
 def verdict(difference: float, stderr: float) -> str:
+    """Whether a difference is more than two standard errors."""
     if stderr == 0:
         return "exact"
-    z = difference / stderr
-    return "clear (> 2 SE)" if z > 2 else "within noise (<= 2 SE)"
+    return "clear" if difference / stderr > 2 else "within noise"
 
 
 def optimal_table(optimal: ComputeOptimal) -> str:
     rows = []
     for r in optimal.rows:
-        runner = r.runner_up
+        runner, m = r.runner_up, r.margin
         rows.append(
             [
                 flops(r.flops),
-                f'<span class="best">{choice_name(r.best)}</span>',
+                f'<span class="best">{choice_name(r.best)}</span> at {flops(r.best.flops)}',
                 plus_minus(r.best.error, r.best.stderr),
-                flops(r.best.flops),
                 choice_name(runner) if runner else "-",
                 plus_minus(runner.error, runner.stderr) if runner else "-",
-                plus_minus(r.margin.difference, r.margin.stderr) if r.margin else "-",
-                verdict(r.margin.difference, r.margin.stderr) if r.margin else "-",
+                "-"
+                if m is None
+                else f"{m.difference:+.3f} ± {m.stderr:.3f}, {verdict(m.difference, m.stderr)}",
             ]
         )
-    return table(
-        [
-            "budget (FLOPs/question)",
-            "best choice",
-            "its error",
-            "its FLOPs",
-            "runner-up",
-            "runner-up error",
-            "runner-up - best",
-            "difference",
-        ],
-        rows,
-        left=0,
-    )
+    headers = [
+        "FLOPs budget",
+        "best choice, at its FLOPs",
+        "its error",
+        "runner-up",
+        "its error",
+        "runner-up - best",
+    ]
+    return table(headers, rows, left=0)
 
 
 def size_fit_text(optimal: ComputeOptimal) -> str:
@@ -139,7 +138,8 @@ def section_optimal(inputs: ReportInputs) -> str:
 least among the measured points costing no more, on the {paper.questions} questions every
 strategy ran, with the runner-up (the best other policy and strategy). The difference is paired
 over the same questions; "within noise" means the two cannot be told apart at this sample
-size. <code>inferscale plan CONFIG --flops X</code> answers for any budget.</p>
+size (more than two standard errors apart is "clear"). <code>inferscale plan CONFIG --flops
+X</code> answers for any budget.</p>
 <h3>Paper accounting (generated tokens x 2N)</h3>
 {optimal_table(paper)}
 {size_fit_text(paper)}

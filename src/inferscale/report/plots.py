@@ -49,6 +49,13 @@ def _policy_title(table: pd.DataFrame, policy: str) -> str:
     return f"{policy} ({rows['params'].iloc[0] / 1e6:.3g}M parameters), {questions} questions"
 
 
+def _panels(count: int, height: float):
+    """A row of `count` panels sharing the y axis."""
+    return plt.subplots(
+        1, count, figsize=(5.2 * count, height), dpi=DPI, sharey=True, squeeze=False
+    )
+
+
 def _save(fig, path: Path) -> Path:
     for ax in fig.axes:
         if ax.get_xscale() == "log":
@@ -57,6 +64,14 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _finish(fig, axes, ylabel: str, path: Path) -> Path:
+    """Label the row's y axis, put one legend below the panels, and save."""
+    axes[0][0].set_ylabel(ylabel)
+    _legend_below(fig, axes)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _legend_below(fig, axes) -> None:
@@ -101,17 +116,12 @@ def plot_error_vs_flops(table: pd.DataFrame, path: Path, accounting: str = "pape
     """Error rate against FLOPs, a panel per policy, a curve per strategy with its standard
     error; each panel on the points of `table` it is given."""
     policies = list(dict.fromkeys(table["policy"]))
-    fig, axes = plt.subplots(
-        1, len(policies), figsize=(5.2 * len(policies), 4.2), dpi=DPI, sharey=True, squeeze=False
-    )
+    fig, axes = _panels(len(policies), 4.2)
     for ax, policy in zip(axes[0], policies, strict=True):
         _strategy_curves(ax, table[table["policy"] == policy], accounting)
         ax.set_title(_policy_title(table, policy), fontsize=9)
         ax.set_xlabel(flops_label(accounting))
-    axes[0][0].set_ylabel("error rate")
-    _legend_below(fig, axes)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, axes, "error rate", path)
 
 
 def plot_frontier(
@@ -177,14 +187,7 @@ def plot_frontier(
 def plot_coverage(coverages: Sequence[PolicyCoverage], path: Path, extrapolate_to: int) -> Path:
     """pass@k per policy with its standard error, each law fitted on k up to the dotted line
     and its prediction beyond, and Levi's law fitted on every k extrapolated further."""
-    fig, axes = plt.subplots(
-        1,
-        len(coverages),
-        figsize=(5.2 * len(coverages), 4.2),
-        dpi=DPI,
-        sharey=True,
-        squeeze=False,
-    )
+    fig, axes = _panels(len(coverages), 4.2)
     for ax, cov in zip(axes[0], coverages, strict=True):
         ks, curve = cov.curve.ks, cov.curve
         ax.fill_between(
@@ -221,10 +224,7 @@ def plot_coverage(coverages: Sequence[PolicyCoverage], path: Path, extrapolate_t
             f"{cov.policy} ({cov.params / 1e6:.3g}M), {curve.questions} questions", fontsize=9
         )
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("pass@k (share of questions with a right sample)")
-    _legend_below(fig, axes)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, axes, "pass@k (share of questions with a right sample)", path)
 
 
 def plot_coverage_vs_flops(
@@ -252,10 +252,8 @@ def plot_coverage_vs_flops(
 
 def plot_voting_limits(limits: Sequence[PolicyLimits], path: Path) -> Path:
     """Each vote's accuracy against the number of samples, and the limit it approaches (with
-    its bootstrap interval over questions)."""
-    fig, axes = plt.subplots(
-        1, len(limits), figsize=(5.2 * len(limits), 4.0), dpi=DPI, sharey=True, squeeze=False
-    )
+    its interval)."""
+    fig, axes = _panels(len(limits), 4.0)
     for ax, policy in zip(axes[0], limits, strict=True):
         for strategy, gaps in policy.gaps.items():
             colour = STRATEGY_COLOURS[strategy]
@@ -282,22 +280,12 @@ def plot_voting_limits(limits: Sequence[PolicyLimits], path: Path) -> Path:
         ax.set_xlabel("samples per question (n)")
         ax.set_title(policy.policy, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("accuracy")
-    _legend_below(fig, axes)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, axes, "accuracy", path)
 
 
 def plot_coverage_by_level(coverages: Sequence[PolicyCoverage], path: Path) -> Path:
     """pass@k per difficulty group, a panel per policy."""
-    fig, axes = plt.subplots(
-        1,
-        len(coverages),
-        figsize=(5.2 * len(coverages), 4.0),
-        dpi=DPI,
-        sharey=True,
-        squeeze=False,
-    )
+    fig, axes = _panels(len(coverages), 4.0)
     cmap = plt.get_cmap("viridis")
     for ax, cov in zip(axes[0], coverages, strict=True):
         groups = [g for g in cov.groups if g.levels != ALL_LEVELS]
@@ -324,10 +312,7 @@ def plot_coverage_by_level(coverages: Sequence[PolicyCoverage], path: Path) -> P
         ax.set_xlabel("k (samples per question)")
         ax.set_title(cov.policy, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("pass@k")
-    _legend_below(fig, axes)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, axes, "pass@k", path)
 
 
 def plot_easy_and_hard(table: pd.DataFrame, path: Path, accounting: str) -> Path | None:
