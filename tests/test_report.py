@@ -162,3 +162,13 @@ def test_an_experiment_without_a_prm_or_tree_search_gets_its_report(tmp_path):
     assert "error_vs_flops_all_questions" not in figures  # every strategy ran every question
     page = write_report(tmp_path / "report.html", ReportInputs("plain", small, figures)).read_text()
     assert 'id="coverage"' in page and 'id="prm"' not in page
+
+
+def test_a_disabled_tracking_run_still_writes_the_report_spec(analysis, report, tmp_path):
+    _, figures = report
+    tracking = TrackingSettings(project="inferscale", group="synthetic", mode="disabled")
+    run = start_run(tracking, "analyze", "analyze", {}, tmp_path)
+    spec = log_analysis(run, analysis, figures, tracking, tmp_path)
+    finish_run(run)
+    assert json.loads(spec.read_text())["displayName"] == "inferscale: synthetic"
+    assert not (tmp_path / "wandb").exists() or not find_runs(tmp_path / "wandb")

@@ -4,6 +4,7 @@ compute-optimal choice, the figures, and the Report over them."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from inferscale.report.files import REPORT_SPEC_FILE
 from inferscale.report.wandb_report import FLOPS_AXIS, build_report, error_key, save_spec
 from inferscale.scaling import laws
 from inferscale.tracking.wandb_runs import TrackingSettings, log_image, log_table
+
+logger = logging.getLogger(__name__)
 
 
 def analysis_tables(analysis: ExperimentAnalysis) -> dict[str, pd.DataFrame]:
@@ -84,7 +87,9 @@ def log_analysis(
     tracking: TrackingSettings,
     artifact_dir: Path,
 ) -> Path:
-    """Log everything to `run` and build its Report; returns where the Report's spec went."""
+    """Log everything to `run` and build its Report; returns where the Report's spec went.
+    Online, the Report is also saved to W&B; a failure to save it is logged, not raised: the
+    spec is on disk and `wandb sync` or a later run can publish it."""
     run.define_metric(FLOPS_AXIS)
     curves = []
     compared = compared_points(in_group(analysis.table))
@@ -117,5 +122,8 @@ def log_analysis(
         # In the run's own files too, so that `wandb sync` uploads it with the run.
         run.save(str(save_spec(report, Path(run.dir) / REPORT_SPEC_FILE)), base_path=run.dir)
     if online:
-        report.save()
+        try:
+            report.save()
+        except Exception as err:  # the server, the login or the network
+            logger.warning("the W&B Report was not saved (%s); its spec is at %s", err, spec)
     return spec
