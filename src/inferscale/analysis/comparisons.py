@@ -5,12 +5,12 @@ smaller."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from inferscale.analysis.evaluations import PolicyEvaluation
+from inferscale.scaling.frontier import paired_difference
 from inferscale.scores import QuestionScore
 from inferscale.search.registry import STRATEGIES
 
@@ -43,12 +43,11 @@ def paired(
     shared = sorted(mine.keys() & theirs.keys())
     if not shared:
         return None
-    # Accuracy differences, baseline minus mine: the error difference, mine minus baseline.
-    deltas = np.array([theirs[i] - mine[i] for i in shared])
-    stderr = float(deltas.std(ddof=1) / math.sqrt(len(deltas))) if len(deltas) > 1 else 0.0
+    # The baseline's accuracy minus mine is my error minus the baseline's.
+    difference, stderr = paired_difference([theirs[i] for i in shared], [mine[i] for i in shared])
     error = 1 - float(np.mean([mine[i] for i in shared]))
     baseline_error = 1 - float(np.mean([theirs[i] for i in shared]))
-    return Comparison(what, error, baseline_error, float(deltas.mean()), stderr, len(shared))
+    return Comparison(what, error, baseline_error, difference, stderr, len(shared))
 
 
 def _largest(scores: list[QuestionScore], strategy: str) -> list[QuestionScore]:

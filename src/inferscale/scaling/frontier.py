@@ -46,6 +46,13 @@ class Margin:
     paired: bool
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of a - b over paired questions, and its standard error (0 for one question)."""
+    deltas = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    stderr = float(deltas.std(ddof=1) / math.sqrt(len(deltas))) if len(deltas) > 1 else 0.0
+    return float(deltas.mean()), stderr
+
+
 def margin(best: Choice, other: Choice) -> Margin:
     """other's error minus best's; paired over questions when both carry their accuracies."""
     difference = other.error - best.error
@@ -55,8 +62,7 @@ def margin(best: Choice, other: Choice) -> Margin:
         and len(best.accuracies) == len(other.accuracies)
         and len(best.accuracies) > 1
     ):
-        per_question = np.asarray(best.accuracies) - np.asarray(other.accuracies)
-        stderr = float(per_question.std(ddof=1) / math.sqrt(len(per_question)))
+        _, stderr = paired_difference(best.accuracies, other.accuracies)
         return Margin(difference, stderr, paired=True)
     return Margin(difference, math.hypot(best.stderr, other.stderr), paired=False)
 
