@@ -5,10 +5,10 @@ import pytest
 
 from inferscale.scaling.subsets import (
     QuestionPool,
-    accuracy_curve,
     budgets_up_to,
     expected_vote_accuracy,
     pass_at_k,
+    question_accuracies,
 )
 from inferscale.search.voting import best_of_n, majority_vote, weighted_vote
 
@@ -135,28 +135,19 @@ def test_invalid_inputs_are_rejected():
         expected_vote_accuracy([0, 1], {0}, 1, "weighted")
     with pytest.raises(ValueError):
         expected_vote_accuracy([0, 1], {0}, 1, "plurality")
-    with pytest.raises(ValueError):
-        accuracy_curve([], [1])
+    with pytest.raises(ValueError, match="2 seeds for 1 questions"):
+        question_accuracies([QuestionPool([0, 1], {0})], 1, seeds=[0, 1])
 
 
-def test_accuracy_curve_mean_and_standard_error():
+def test_question_accuracies_are_each_questions_own_expectation():
     questions = [
         QuestionPool([0, 0], {0}),  # expected accuracy 1
         QuestionPool([0, None], {1}),  # 0
         QuestionPool([0, 1], {1}),  # 0.5 at n=1; at n=2 the tie goes to either with prob 1/2
+        QuestionPool([0, 1, 1], {1}),  # 2/3 at n=1
     ]
-    curve = accuracy_curve(questions, [1, 2])
-    # mean 0.5, sample std sqrt(((0.5)^2 + (0.5)^2 + 0) / 2) = 0.5, stderr 0.5 / sqrt(3)
-    for point, n in zip(curve, [1, 2]):
-        assert point["n"] == n
-        assert point["accuracy"] == pytest.approx(0.5)
-        assert point["stderr"] == pytest.approx(0.5 / math.sqrt(3))
-
-
-def test_accuracy_curve_of_one_question_has_zero_stderr():
-    assert accuracy_curve([QuestionPool([0, 1, 1], {1})], [1]) == [
-        {"n": 1, "accuracy": pytest.approx(2 / 3), "stderr": 0.0}
-    ]
+    assert question_accuracies(questions, 1).tolist() == pytest.approx([1, 0, 0.5, 2 / 3])
+    assert question_accuracies(questions[:3], 2).tolist() == pytest.approx([1, 0, 0.5])
 
 
 def test_pass_at_k_matches_binomial_formula():

@@ -99,7 +99,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from inferscale.analysis.experiment import AnalysisSettings, points_of
     from inferscale.analysis.optimal import plan as best_choices
     from inferscale.analysis.points import ALL_LEVELS, level_groups
-    from inferscale.scaling.frontier import BudgetError, margin
+    from inferscale.scaling.frontier import BudgetError, beyond_noise, margin
     from inferscale.search.registry import STRATEGIES
 
     config = _load(args.config)
@@ -150,7 +150,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
         if i:
             m = margin(best, c)
-            noise = "within noise" if abs(m.difference) <= 2 * m.stderr else "clear"
+            noise = "clear" if beyond_noise(m.difference, m.stderr) else "within noise"
             line += f"; {m.difference:+.3f} ± {m.stderr:.3f} against the best ({noise})"
         print(line)
     return 0

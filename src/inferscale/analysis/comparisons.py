@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inferscale.analysis.evaluations import PolicyEvaluation
-from inferscale.scaling.frontier import paired_difference
+from inferscale.scaling.frontier import beyond_noise, paired_difference
 from inferscale.scores import QuestionScore
 from inferscale.search.registry import STRATEGIES
 
@@ -26,12 +26,9 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        if self.stderr == 0:
-            return "exact" if self.difference else "equal"
-        z = self.difference / self.stderr
-        if abs(z) <= 2:
+        if not beyond_noise(self.difference, self.stderr):
             return "within noise"
-        return "lower" if z < 0 else "higher"
+        return "lower" if self.difference < 0 else "higher"
 
 
 def paired(

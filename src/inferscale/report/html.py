@@ -14,7 +14,7 @@ from inferscale.analysis.experiment import ExperimentAnalysis
 from inferscale.analysis.optimal import ComputeOptimal
 from inferscale.analysis.points import is_level
 from inferscale.scaling import laws
-from inferscale.scaling.frontier import Choice
+from inferscale.scaling.frontier import Choice, beyond_noise
 from inferscale.search.registry import STRATEGIES
 
 STYLE = """
@@ -86,10 +86,7 @@ def choice_name(c: Choice) -> str:
 
 
 def verdict(difference: float, stderr: float) -> str:
-    """Whether a difference is more than two standard errors."""
-    if stderr == 0:
-        return "exact"
-    return "clear" if difference / stderr > 2 else "within noise"
+    return "clear" if beyond_noise(difference, stderr) else "within noise"
 
 
 def optimal_table(optimal: ComputeOptimal) -> str:

@@ -53,6 +53,12 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
     return float(deltas.mean()), stderr
 
 
+def beyond_noise(difference: float, stderr: float) -> bool:
+    """Whether a difference is more than two standard errors from zero (any nonzero
+    difference when there is no error at all)."""
+    return abs(difference) > 2 * stderr if stderr > 0 else difference != 0
+
+
 def margin(best: Choice, other: Choice) -> Margin:
     """other's error minus best's; paired over questions when both carry their accuracies."""
     difference = other.error - best.error

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,26 +95,6 @@ def question_accuracies(
             for pool, seed in zip(per_question, seeds, strict=True)
         ]
     )
-
-
-def accuracy_curve(
-    per_question: Sequence[QuestionPool],
-    budgets: Iterable[int],
-    vote: Vote = "majority",
-    max_exact: int = 5000,
-    draws: int = 2000,
-    seed: int = 0,
-) -> list[dict[str, float]]:
-    """Per budget n: mean over questions of their expected accuracy, and its standard error."""
-    if not per_question:
-        raise ValueError("no questions")
-    seeds = [(seed, question) for question in range(len(per_question))]
-    curve = []
-    for n in budgets:
-        accuracies = question_accuracies(per_question, n, vote, seeds, max_exact, draws)
-        stderr = accuracies.std(ddof=1) / math.sqrt(len(accuracies)) if len(accuracies) > 1 else 0.0
-        curve.append({"n": n, "accuracy": float(accuracies.mean()), "stderr": float(stderr)})
-    return curve
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
