@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 
 import pytest
+from scripted_search import FMT, ScriptedBackend, ScriptedScorer, settings
 
 from inferscale.compute import ModelCost, forward_flops
 from inferscale.data.records import Problem
 from inferscale.evaluation import EvaluationPlan, SamplingSettings, evaluate_policy, store_path
 from inferscale.generation.base import Completion, Request, Sample
 from inferscale.results import ResultStore
-from tests.scripted_search import FMT, ScriptedBackend, ScriptedScorer, settings
 
 COST = ModelCost(non_embedding=1000, total=1200, n_layer=2, d_model=16)
 PRM_COST = ModelCost(non_embedding=300, total=400, n_layer=1, d_model=8)

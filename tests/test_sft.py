@@ -14,14 +14,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from inferscale.config import parse_config
 from inferscale.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_data, step_format
 from inferscale.models.launch import (
-    SHM,
     TrainingFailed,
     clear_stale_build_lock,
     op_build_lock,
-    remove_shared_buffers,
     run_sft,
     sft_spec,
 )
+from inferscale.models.processes import SHM, remove_shared_buffers
 from inferscale.models.sft import IGNORE_INDEX, encode_example, pad_batch
 from inferscale.tracking.offline import find_runs, read_run
 from inferscale.tracking.wandb_runs import TrackingSettings, wandb_env

@@ -1,5 +1,6 @@
-"""A run told to stop (SIGTERM, as a scheduler sends it) stops its training ranks and Prefect's
-temporary server with it, and keeps the stages it finished."""
+"""A run that is stopped, by SIGTERM to its process or to its whole process group (as Slurm and
+Kubernetes send it) or by SIGKILL, leaves no training process or shared-memory buffer behind,
+exits promptly, and keeps the stages it finished."""
 
 from __future__ import annotations
 
@@ -7,65 +8,96 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 from pipeline_config import start_run, tiny_config, write_config
 
 from inferscale.config import load_config
+from inferscale.models.processes import SHM
 from inferscale.stages import plan
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
+# Seconds the CLI may take to exit after SIGTERM (Slurm and Kubernetes kill after 30).
+PROMPT_EXIT_S = 25
 
-def wait_for_training_rank(proc: subprocess.Popen, timeout_s: float) -> list[psutil.Process]:
-    """The run's processes once one of them is an SFT rank."""
+
+def is_rank(process: psutil.Process) -> bool:
+    """A training rank itself, not the `deepspeed` runner, whose arguments also name the module."""
+    cmdline = process.cmdline()
+    return "-m" in cmdline and "inferscale.models.sft" in cmdline
+
+
+def run_processes(workdir: Path) -> list[psutil.Process]:
+    """Every live process whose command line names a file of this run: the runner, the
+    launcher and the ranks, whoever their parent is now."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(workdir) in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process)
+    return [p for p in found if p.pid != os.getpid()]
+
+
+def wait_for_rank(proc: subprocess.Popen, workdir: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the run ended (code {proc.returncode}) before it was stopped")
-        family = psutil.Process(proc.pid).children(recursive=True)
-        for child in family:
+        for process in run_processes(workdir):
             try:
-                if "inferscale.models.sft" in child.cmdline():
-                    return family
+                if is_rank(process):
+                    return
             except psutil.NoSuchProcess:
                 continue
         time.sleep(0.1)
     raise AssertionError(f"no SFT rank started within {timeout_s} s")
 
 
-def alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def training_left(workdir: Path, within_s: float) -> list[str]:
+    deadline = time.monotonic() + within_s
+    while (left := run_processes(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [" ".join(p.cmdline()[:4]) for p in left if p.is_running()]
 
 
-def test_terminated_run_stops_its_ranks_and_server_and_keeps_finished_stages(tmp_path):
+@pytest.mark.parametrize("how", ["sigterm-process", "sigterm-group", "sigkill-process"])
+def test_a_stopped_run_leaves_no_training_behind_and_keeps_finished_stages(tmp_path, how):
     config_path = write_config(
-        tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs", **{"sft.max_steps": 100000})
+        tmp_path / "tiny.yaml",
+        tiny_config(tmp_path / "runs", **{"sft.max_steps": 100000, "tracking.mode": "disabled"}),
     )
     p = plan(load_config(config_path))
-    proc = start_run(config_path, tmp_path, "terminated.log")
-    family: list[psutil.Process] = []
+    buffers_before = set(SHM.glob("deepspeed_allreduce_buffer_*"))
+    proc = start_run(config_path, tmp_path, "stopped.log")
     try:
-        family = wait_for_training_rank(proc, timeout_s=300)
-        proc.send_signal(signal.SIGTERM)  # to the run's own process only, not its group
+        wait_for_rank(proc, tmp_path, timeout_s=300)
+        time.sleep(2)  # into training: the rank has made its shared-memory buffer
+        stopped_at = time.monotonic()
+        if how == "sigterm-process":
+            proc.send_signal(signal.SIGTERM)
+        elif how == "sigterm-group":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.kill()
         code = proc.wait(timeout=120)
-        deadline = time.monotonic() + 30
-        while any(alive(child) for child in family) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = [" ".join(child.cmdline()[:4]) for child in family if alive(child)]
+        exit_s = time.monotonic() - stopped_at
+        left = training_left(tmp_path, within_s=15)
     finally:
-        for child in family:  # whatever the outcome, leave nothing running
-            if alive(child):
-                child.kill()
+        for process in run_processes(tmp_path):  # whatever the outcome, leave nothing running
+            process.kill()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert left == [], f"still running after the run stopped: {left}"
-    assert code == 128 + signal.SIGTERM
-    said = (tmp_path / "terminated.log").read_text()
-    assert "stopped by SIGTERM; finished stages are kept" in said
+    assert set(SHM.glob("deepspeed_allreduce_buffer_*")) <= buffers_before
     assert p.prepare_data.complete and not p.sft["A"].complete
+    if how == "sigkill-process":
+        assert code == -signal.SIGKILL
+        return
+    assert code == 128 + signal.SIGTERM
+    assert exit_s < PROMPT_EXIT_S, f"the run took {exit_s:.0f} s to exit after SIGTERM"
+    said = (tmp_path / "stopped.log").read_text()
+    assert "stopped by SIGTERM; finished stages are kept" in said

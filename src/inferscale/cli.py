@@ -8,8 +8,11 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from inferscale.config import ConfigError, ExperimentConfig, load_config
 from inferscale.report.files import REPORT_FILE, SUMMARY_FILE
@@ -38,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # the flow's log above has the traceback
+        if _stopped_by:  # Prefect's own error while it reported the stop
+            return 1
         print(f"error: the run stopped: {type(err).__name__}: {err}", file=sys.stderr)
         print("finished stages are kept; fix the cause and run again", file=sys.stderr)
         return 1
@@ -199,11 +204,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_sigterm(signum: int, frame) -> None:
+# Slurm and Kubernetes kill a job 30 s after its SIGTERM; when the signal went to the whole
+# process group, Prefect's own temporary server is gone too, and Prefect would wait on it for
+# minutes while reporting the flow's end.
+SIGTERM_EXIT_DEADLINE_S = 15.0
+_stopped_by: list[int] = []
+
+
+def _exit_after(deadline_s: float, code: int) -> None:
+    time.sleep(deadline_s)
     print(
-        "stopped by SIGTERM; finished stages are kept: run the same command to resume",
+        f"exiting without Prefect's final report ({deadline_s:.0f} s after SIGTERM)",
         file=sys.stderr,
+        flush=True,
     )
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            continue
+    os._exit(code)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    if not _stopped_by:
+        _stopped_by.append(signum)
+        print(
+            "stopped by SIGTERM; finished stages are kept: run the same command to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        threading.Thread(
+            target=_exit_after, args=(SIGTERM_EXIT_DEADLINE_S, 128 + signum), daemon=True
+        ).start()
     raise SystemExit(128 + signum)
 
 
@@ -218,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     # The temporary server's 20 s default is too short on a loaded 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    code = args.func(args)
+    # Prefect may turn the stop into an error of its own while it shuts down.
+    return 128 + _stopped_by[0] if _stopped_by else code
 
 
 if __name__ == "__main__":

@@ -268,8 +268,7 @@ def tree_record(
     chosen = weighted_vote(classes, scores)
     generated = [n.num_tokens for n in result.nodes[1:]]
     policy_full = forward_flops(cost, result.prompt_tokens) + sum(
-        forward_flops(cost, n.num_tokens, n.context_tokens, n.num_tokens)
-        for n in result.nodes[1:]
+        forward_flops(cost, n.num_tokens, n.context_tokens, n.num_tokens) for n in result.nodes[1:]
     )
     # The PRM's scorer keeps the KV of what it read: the prompt once, then each scored node's
     # step on top of its parent's (counted once, should a node be scored again), read at the

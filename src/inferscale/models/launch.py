@@ -16,12 +16,17 @@ from typing import Protocol
 
 from inferscale.config import PolicyConfig, SFTConfig
 from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
+from inferscale.models.processes import (
+    OWNER_ENV,
+    owner_token,
+    remove_shared_buffers,
+    stop_group,
+)
 
 SFT_MODULE = "inferscale.models.sft"
 PRM_MODULE = "inferscale.models.prm_train"
 
 
-SHM = Path("/dev/shm")
 # DeepSpeed's CPU communication op, which every CPU rank JIT-loads through torch.
 SHM_COMM_OP = "deepspeed_shm_comm"
 # A lock younger than this may belong to a builder that has not opened it yet or is closing it.
@@ -38,18 +43,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def shared_buffers(port: int, shm: Path = SHM) -> list[Path]:
-    """The shared-memory buffers DeepSpeed's CPU all-reduce made for a run on `port`."""
-    return sorted(shm.glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
-
-
-def remove_shared_buffers(port: int, shm: Path = SHM) -> None:
-    """DeepSpeed's CPU communication op leaves a buffer per rank in /dev/shm (about 70 MB
-    each) when its processes exit; without this, every training run would leak them."""
-    for path in shared_buffers(port, shm):
-        path.unlink(missing_ok=True)
 
 
 def op_build_lock(op: str = SHM_COMM_OP) -> Path:
@@ -174,7 +167,7 @@ def run_training(
     output_dir.mkdir(parents=True, exist_ok=True)
     spec_path = output_dir / spec_name
     spec_path.write_text(json.dumps(spec, indent=2))
-    full_env = {**os.environ, **env}
+    full_env = {**os.environ, **env, OWNER_ENV: owner_token()}
     if launch.use_cpu:
         full_env["DS_ACCELERATOR"] = "cpu"
     full_env.setdefault("OMP_NUM_THREADS", str(launch.threads_per_process))
@@ -188,12 +181,19 @@ def run_training(
                 logger.warning(note)
                 log.write(note + "\n")
                 log.flush()
-            proc = subprocess.run(
+            # A group of its own, so that a stop reaches the launcher and every rank.
+            proc = subprocess.Popen(
                 launcher_command(launch, module, spec_path, port),
                 env=full_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+            try:
+                proc.wait()
+            except BaseException:  # a stop (SIGTERM, Ctrl-C) or a crash of this process
+                stop_group(proc)
+                raise
     finally:
         if launch.use_cpu:
             remove_shared_buffers(port)

@@ -35,6 +35,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from inferscale.models.processes import leave_with_owner
+
 SUMMARY_FILE = "prm_summary.json"
 REQUIRED_KEYS = ("init_model", "train_file", "output_dir", "deepspeed_config")
 DEFAULTS = {
@@ -219,6 +221,7 @@ def main() -> None:
     parser.add_argument("--spec", required=True, help="JSON file written by the PRM task")
     parser.add_argument("--local_rank", type=int, default=-1, help="set by the launcher")
     args = parser.parse_args()
+    leave_with_owner()
     train(json.loads(Path(args.spec).read_text()))
 
 

@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+from inferscale.models.processes import leave_with_owner
+
 IGNORE_INDEX = -100
 
 
@@ -153,6 +155,7 @@ def main() -> None:
     parser.add_argument("--spec", required=True, help="JSON file written by the sft task")
     parser.add_argument("--local_rank", type=int, default=-1, help="set by the launcher")
     args = parser.parse_args()
+    leave_with_owner()
     train(json.loads(Path(args.spec).read_text()))
 
 

@@ -93,7 +93,5 @@ def voting_limit(
         for _ in range(replicates)
     ]
     estimate = float(probabilities.mean())
-    low, high = (
-        np.quantile([r.mean() for r in replicate], [0.025, 0.975]) if replicate else (0, 1)
-    )
+    low, high = np.quantile([r.mean() for r in replicate], [0.025, 0.975]) if replicate else (0, 1)
     return Limit(vote, estimate, float(low), float(high), len(pools))
