@@ -109,3 +109,35 @@ def test_a_finished_evaluation_does_not_open_the_backend(tmp_path):
 
     again = run(tmp_path, None, open_backend=refuse)
     assert again == run(tmp_path, ScriptedBackend())
+
+
+def test_a_damaged_line_is_done_again_and_scored_as_in_an_uninterrupted_run(tmp_path):
+    clean = run(tmp_path / "clean", ScriptedBackend())
+    run(tmp_path / "damaged", ScriptedBackend())
+    pool = tmp_path / "damaged" / "samples-n4.jsonl"
+    lines = pool.read_bytes().splitlines(keepends=True)
+    lines[1] = b'{"id": "q1", "sam' + b"\x00" * 20 + b"\n"  # damage in the middle of the file
+    pool.write_bytes(b"".join(lines))
+    again = ScriptedBackend()
+    result = run(tmp_path / "damaged", again)
+    assert [r.prompt for r in again.requests] == [FMT.prompt(PROBLEMS[1].question)]
+    assert len(ResultStore(pool).read()) == len(PROBLEMS)
+    assert result == clean
+
+
+def test_scores_are_refused_when_a_store_misses_questions(tmp_path, monkeypatch):
+    from inferscale.evaluation import IncompleteResults
+
+    run(tmp_path, ScriptedBackend())
+    pool = tmp_path / "samples-n4.jsonl"
+    # A store that loses what is written to it (here: q3, hidden from reading but reported
+    # done) must stop the stage, not be scored on the questions it kept.
+    read = ResultStore.read
+    monkeypatch.setattr(ResultStore, "done_ids", lambda self: {r["id"] for r in read(self)})
+    monkeypatch.setattr(
+        ResultStore,
+        "read",
+        lambda self: [r for r in read(self) if not (self.path == pool and r["id"] == "q3")],
+    )
+    with pytest.raises(IncompleteResults, match=r"samples-n4.jsonl holds 5 of its 6"):
+        run(tmp_path, ScriptedBackend())

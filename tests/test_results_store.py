@@ -90,3 +90,56 @@ def test_record_written_without_its_newline_is_not_reported_done_then_lost(tmp_p
     kept = whole_lines(store.path)
     assert {r["id"] for r in kept} == {"q0", "q1", "q2"}
     assert store.read() == kept
+
+
+def write_lines(path, lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+DAMAGE = {
+    "not-json": b'{"id": "q1", "answers": ["7"], "corr',
+    "zeroed-block": b"\x00" * 40,
+    "not-an-object": b'["q1"]',
+    "no-id": b'{"answers": ["7"]}',
+    "id-not-a-string": b'{"id": 1, "answers": ["7"]}',
+    "bad-utf8": b'{"id": "q1", "note": "\xff\xfe"}',
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_a_damaged_middle_line_hides_nothing_after_it(tmp_path, damage, caplog):
+    store = ResultStore(tmp_path / "results.jsonl")
+    lines = [json.dumps(r).encode() for r in RECORDS]
+    write_lines(store.path, [lines[0], damage, lines[2]])
+    with caplog.at_level("WARNING"):
+        assert store.read() == [RECORDS[0], RECORDS[2]]
+    assert "1 damaged" in caplog.text and "line 2" in caplog.text
+    assert store.done_ids() == {"q0", "q2"}
+
+
+def test_damaged_lines_are_set_aside_before_the_next_append(tmp_path):
+    store = ResultStore(tmp_path / "results.jsonl")
+    lines = [json.dumps(r).encode() for r in RECORDS]
+    write_lines(store.path, [lines[0], DAMAGE["not-json"], lines[2]])
+    written = ResultStore(store.path).append([RECORDS[1]])  # the damaged question, done again
+    assert written == [RECORDS[1]]
+    assert whole_lines(store.path) == [RECORDS[0], RECORDS[2], RECORDS[1]]
+    kept_aside = (tmp_path / "results.jsonl.damaged").read_bytes()
+    assert kept_aside == b"2: " + DAMAGE["not-json"] + b"\n"
+
+
+def test_a_question_is_stored_once_however_often_it_is_appended(tmp_path):
+    store = ResultStore(tmp_path / "results.jsonl")
+    assert store.append(RECORDS[:2]) == RECORDS[:2]
+    assert store.append(RECORDS) == RECORDS[2:]
+    assert ResultStore(store.path).append([RECORDS[0], RECORDS[0]]) == []
+    assert whole_lines(store.path) == RECORDS
+
+
+def test_repeated_ids_in_a_file_count_once_and_the_first_is_kept(tmp_path):
+    store = ResultStore(tmp_path / "results.jsonl")
+    other = {**RECORDS[0], "answers": ["9"]}
+    write_lines(store.path, [json.dumps(r).encode() for r in (RECORDS[0], RECORDS[1], other)])
+    assert store.read() == RECORDS[:2]
+    store.append(RECORDS[2:])
+    assert whole_lines(store.path) == RECORDS

@@ -413,6 +413,10 @@ class EvaluationPlan:
     prm_cost: ModelCost | None = None
 
 
+class IncompleteResults(RuntimeError):
+    pass
+
+
 def evaluate_policy(
     problems: list[Problem],
     out_dir: Path,
@@ -455,8 +459,19 @@ def evaluate_policy(
             opened["scorer"] = open_scorer()  # type: ignore[misc]
         return opened["scorer"]  # type: ignore[return-value]
 
+    order = {p.id: i for i, p in enumerate(problems)}
+
     def read(name: str, wanted: set[str] = ids) -> list[dict]:
-        return [r for r in ResultStore(store_path(out_dir, name)).read() if r["id"] in wanted]
+        """The store's records of the `wanted` questions, in the questions' order (so a
+        question done again after damage counts as in an uninterrupted run), all of them."""
+        path = store_path(out_dir, name)
+        records = [r for r in ResultStore(path).read() if r["id"] in wanted]
+        if len(records) != len(wanted):
+            raise IncompleteResults(
+                f"{path} holds {len(records)} of its {len(wanted)} questions after generation; "
+                "run the stage again to generate the missing ones"
+            )
+        return sorted(records, key=lambda r: order[r["id"]])
 
     try:
         for name, n, greedy in jobs:
