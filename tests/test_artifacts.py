@@ -1,6 +1,7 @@
 """Content-hash keyed stage artifacts: keys, invalidation downstream, completion, code_version."""
 
 import copy
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -232,8 +233,68 @@ def test_artifact_is_complete_only_after_mark_complete(tmp_path):
     art.mark_complete({"seconds": 1.5})
     assert art.complete
     marker = json.loads((art.path / COMPLETE_MARKER).read_text())
-    assert marker == {"stage": "sft", "key": art.key, "seconds": 1.5}
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert marker == {
+        "stage": "sft",
+        "key": art.key,
+        "seconds": 1.5,
+        "files": {"model.bin": {"size": 7, "sha256": digest}},
+    }
     assert sorted(f.name for f in art.path.iterdir()) == [COMPLETE_MARKER, "model.bin"]
+
+
+def finished_artifact(tmp_path):
+    art = stage_artifact(tmp_path, "sft", "S", {"x": 1})
+    (art.path / "sub").mkdir(parents=True)
+    (art.path / "model.safetensors").write_bytes(b"w" * 100)
+    (art.path / "sub" / "config.json").write_text("{}")
+    art.mark_complete({})
+    return art
+
+
+def test_a_whole_finished_artifact_shows_no_damage(tmp_path):
+    assert finished_artifact(tmp_path).damage() == []
+
+
+@pytest.mark.parametrize(
+    "harm, said",
+    [
+        (lambda p: (p / "model.safetensors").unlink(), "model.safetensors is missing"),
+        (lambda p: (p / "model.safetensors").write_bytes(b"w" * 10), "has 10 bytes, not 100"),
+        (lambda p: (p / "model.safetensors").write_bytes(b"x" * 100), "has changed"),
+        (lambda p: (p / "sub" / "config.json").unlink(), "sub/config.json is missing"),
+        (lambda p: (p / COMPLETE_MARKER).write_text("{"), "is unreadable"),
+    ],
+    ids=["deleted", "truncated", "same-size-other-bytes", "nested-file", "marker"],
+)
+def test_damage_to_a_finished_artifact_is_named(tmp_path, harm, said):
+    art = finished_artifact(tmp_path)
+    harm(art.path)
+    assert art.complete
+    assert any(said in problem for problem in art.damage()), art.damage()
+
+
+def test_large_files_are_recorded_by_size_alone(tmp_path, monkeypatch):
+    import inferscale.artifacts as artifacts
+
+    monkeypatch.setattr(artifacts, "CHECKSUM_MAX_BYTES", 50)
+    art = finished_artifact(tmp_path)
+    files = json.loads((art.path / COMPLETE_MARKER).read_text())["files"]
+    assert files["model.safetensors"] == {"size": 100}
+    assert "sha256" in files["sub/config.json"]
+
+
+def test_a_marker_written_before_files_were_recorded_is_trusted(tmp_path):
+    art = finished_artifact(tmp_path)
+    (art.path / COMPLETE_MARKER).write_text(json.dumps({"stage": "sft", "key": art.key}))
+    (art.path / "model.safetensors").unlink()
+    assert art.damage() == []
+
+
+def test_invalidate_makes_a_finished_artifact_unfinished_and_keeps_its_files(tmp_path):
+    art = finished_artifact(tmp_path)
+    art.invalidate()
+    assert not art.complete and (art.path / "model.safetensors").is_file()
 
 
 def test_a_new_artifact_object_for_the_same_key_sees_completion(tmp_path):

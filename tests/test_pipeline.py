@@ -216,3 +216,66 @@ def test_a_failed_stage_is_reported_and_rerun_alone(finished, tmp_path, monkeypa
     run_flow(config_path)
     assert [Path(d) for d in loaded] == [p.sft["B"].path]
     assert p.analyze.complete
+
+
+def test_a_damaged_finished_model_is_trained_again(finished, tmp_path, monkeypatch):
+    config_path = copy_experiment(finished, tmp_path)
+    p = plan(load_config(config_path))
+    (p.sft["A"].path / "model.safetensors").unlink()
+    trained = count_calls(monkeypatch, "inferscale.tasks.sft.run_sft")
+    forbid(monkeypatch, "inferscale.tasks.train_prm.run_prm_training")
+    run_flow(config_path)
+    assert [call[0]["output_dir"] for call in trained] == [str(p.sft["A"].path)]
+    assert p.sft["A"].damage() == [] and p.analyze.complete
+
+
+def test_status_names_the_damage_of_a_finished_artifact(finished, tmp_path, capsys):
+    from inferscale.cli import main
+
+    config_path = copy_experiment(finished, tmp_path)
+    p = plan(load_config(config_path))
+    (p.sft["A"].path / "model.safetensors").unlink()
+    assert main(["status", str(config_path)]) == 0
+    out = capsys.readouterr().out
+    assert f" damaged  sft           {p.sft['A'].path}" in out
+    assert "model.safetensors is missing: the next run computes it again" in out
+
+
+def test_a_failed_refresh_leaves_no_stale_result_marked_finished(
+    finished, tmp_path, monkeypatch, capsys
+):
+    from inferscale.cli import main
+    from inferscale.flows.pipeline import StagesFailed
+
+    config_path = copy_experiment(finished, tmp_path)
+    p = plan(load_config(config_path))
+
+    def broken(generation, model_dir):
+        raise RuntimeError("simulated out-of-memory")
+
+    monkeypatch.setattr("inferscale.tasks.evaluate.load_backend", broken)
+    with pytest.raises(StagesFailed):
+        run_flow(config_path, refresh=["evaluate"])
+    assert not p.analyze.complete and not p.evaluate["A"].complete
+    assert p.train_prm.complete  # upstream of the refresh: kept as it was
+    with pytest.raises(SystemExit):
+        main(["summary", str(config_path)])
+    assert "no finished analysis" in capsys.readouterr().err
+
+
+def test_a_stage_another_run_is_computing_is_left_to_it(finished, tmp_path, monkeypatch):
+    from inferscale.flows.pipeline import StagesFailed
+    from inferscale.locks import DirectoryLock
+
+    config_path = copy_experiment(finished, tmp_path, **{"evaluation.budgets": [1, 2]})
+    p = plan(load_config(config_path))
+    other_run = DirectoryLock(p.evaluate["A"].path, "evaluate")
+    other_run.acquire()  # as a live run computing evaluate-A holds it
+    try:
+        with pytest.raises(StagesFailed, match=r"evaluate-A: evaluate at .* another run \(pid"):
+            run_flow(config_path)
+        assert p.evaluate["B"].complete and not p.evaluate["A"].complete
+    finally:
+        other_run.release()
+    run_flow(config_path)
+    assert p.evaluate["A"].complete and p.analyze.complete

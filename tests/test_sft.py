@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inferscale.config import parse_config
 from inferscale.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_data, step_format
+from inferscale.models.divergence import TrainingDiverged, check_finite
 from inferscale.models.launch import (
     TrainingFailed,
     clear_stale_build_lock,
@@ -165,3 +167,41 @@ def test_a_failing_launch_raises_with_the_log_tail(tmp_path):
     with pytest.raises(TrainingFailed, match="full log: .*train.log"):
         run_sft(spec, config.sft, {}, tmp_path / "train.log")
     assert Path(tmp_path / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_diverged_training_fails_and_saves_no_model(tmp_path):
+    config = parse_config(
+        tiny_config(tmp_path, **{"sft.max_steps": 4, "sft.logging_steps": 1}),
+        base_dir=REPO / "configs",
+    )
+    prepare_data(config.data, 0, tmp_path / "data")
+    spec = sft_spec(
+        config.policies[0],
+        config.sft,
+        config.data.format.model_dump(),
+        str(tmp_path / "data" / TOKENIZER_DIR),
+        tmp_path / "data" / TRAIN_FILE,
+        tmp_path / "model",
+        seed=0,
+        report_to=[],
+    )
+    spec["weight_decay"] = float("inf")  # the config refuses it; the trainer must too
+    said = r"exited with code 1: TrainingDiverged: training diverged at step \d+ \(grad_norm inf\)"
+    with pytest.raises(TrainingFailed, match=said):
+        run_sft(spec, config.sft, {}, tmp_path / "train.log")
+    assert not (tmp_path / "model" / "model.safetensors").exists()
+    assert not (tmp_path / "model" / "train_summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "logs",
+    [{"loss": float("nan")}, {"loss": 0.0, "grad_norm": float("inf")}, {"train_loss": -math.inf}],
+)
+def test_a_non_finite_loss_or_gradient_norm_stops_training(logs):
+    with pytest.raises(TrainingDiverged, match="training diverged at step 7"):
+        check_finite(logs, 7)
+
+
+def test_finite_logs_and_other_figures_pass():
+    check_finite({"loss": 0.0, "grad_norm": 1e30, "learning_rate": float("nan"), "epoch": 1}, 3)

@@ -19,6 +19,46 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parent
 COMPLETE_MARKER = "_COMPLETE.json"
 STARTED_MARKER = "_STARTED"  # when the stage last started working in its directory
+# Files up to this size are checksummed in the completion marker (a policy's or a PRM's weights
+# at the default's sizes, every result file); larger ones, a hub model's shards, by size alone.
+CHECKSUM_MAX_BYTES = 256 * 2**20
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(2**20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_manifest(directory: Path) -> dict[str, dict]:
+    """Every file under `directory` but the completion marker: its size, and its checksum
+    where cheap."""
+    out = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = path.relative_to(directory).as_posix()
+        if name == COMPLETE_MARKER:
+            continue
+        size = path.stat().st_size
+        out[name] = {"size": size}
+        if size <= CHECKSUM_MAX_BYTES:
+            out[name]["sha256"] = _sha256(path)
+    return out
+
+
+def manifest_problems(directory: Path, manifest: dict[str, dict]) -> list[str]:
+    """How the files under `directory` differ from `manifest`: missing, resized or changed."""
+    problems = []
+    for name, want in manifest.items():
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != want["size"]:
+            problems.append(f"{name} has {path.stat().st_size} bytes, not {want['size']}")
+        elif "sha256" in want and _sha256(path) != want["sha256"]:
+            problems.append(f"{name} has changed")
+    return problems
 
 
 def code_version(modules: tuple[str, ...]) -> str:
@@ -46,7 +86,25 @@ class StageArtifact:
 
     @property
     def complete(self) -> bool:
+        """Finished: its marker is written (whether its files are still whole: `damage`)."""
         return (self.path / COMPLETE_MARKER).is_file()
+
+    def damage(self) -> list[str]:
+        """What is wrong with a finished artifact's files against those its marker recorded."""
+        try:
+            marker = json.loads((self.path / COMPLETE_MARKER).read_text())
+        except (OSError, ValueError):
+            return [f"{COMPLETE_MARKER} is unreadable"]
+        if not isinstance(marker, dict):
+            return [f"{COMPLETE_MARKER} is not an object"]
+        files = marker.get("files", {})  # a marker from before files were recorded: trusted
+        if not isinstance(files, dict):
+            return [f"{COMPLETE_MARKER} has no file list"]
+        return manifest_problems(self.path, files)
+
+    def invalidate(self) -> None:
+        """No longer finished: to be computed again (its files stay until then)."""
+        (self.path / COMPLETE_MARKER).unlink(missing_ok=True)
 
     def mark_started(self) -> None:
         (self.path / STARTED_MARKER).write_text(f"{time.time()}\n")
@@ -57,8 +115,10 @@ class StageArtifact:
         started = self.path / STARTED_MARKER
         if "seconds" not in meta and started.is_file():
             meta = {**meta, "seconds": round(time.time() - float(started.read_text()), 1)}
-        tmp = self.path / (COMPLETE_MARKER + ".tmp")
-        tmp.write_text(json.dumps({"stage": self.stage, "key": self.key, **meta}, indent=2))
+        files = file_manifest(self.path)
+        marker = {"stage": self.stage, "key": self.key, **meta, "files": files}
+        tmp = self.path.parent / f".{self.path.name}{COMPLETE_MARKER}.tmp"
+        tmp.write_text(json.dumps(marker, indent=2))
         tmp.replace(self.path / COMPLETE_MARKER)
 
     def clear(self) -> None:

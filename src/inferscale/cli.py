@@ -65,8 +65,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     p = plan(_load(args.config))
     for artifact in p.all():
-        state = "done" if artifact.complete else ("partial" if artifact.path.exists() else "-")
+        damage = artifact.damage() if artifact.complete else []
+        if damage:
+            state = "damaged"
+        else:
+            state = "done" if artifact.complete else ("partial" if artifact.path.exists() else "-")
         print(f"{state:>8}  {artifact.stage:<13} {artifact.path}")
+        if damage:
+            print(f"{'':>8}  {'':<13} {'; '.join(damage)}: the next run computes it again")
     return 0
 
 
@@ -75,6 +81,14 @@ def _finished_analysis(config_path: str):
     if not report.complete:
         print(
             f"error: no finished analysis at {report.path}; run `inferscale run {config_path}`",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    damage = report.damage()
+    if damage:
+        print(
+            f"error: the analysis at {report.path} is damaged ({'; '.join(damage)}); "
+            f"run `inferscale run {config_path}` to compute it again",
             file=sys.stderr,
         )
         raise SystemExit(1)

@@ -31,6 +31,11 @@ def experiment_flow(config_path: str, refresh: list[str] | None = None) -> str:
     """Run (or resume) the experiment; return the analysis artifact's directory."""
     config = load_config(config_path)
     ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
+    # Up front, so that a refresh that fails half-way leaves no stale downstream result marked
+    # finished: each refreshed artifact counts as unfinished until its task has redone it.
+    for artifact in ctx.plan.all():
+        if artifact.stage in ctx.refresh:
+            artifact.invalidate()
     data_dir = prepare_data_task(ctx)
     failed: dict[str, BaseException | str] = {}
     models: dict[str, str] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -151,6 +152,21 @@ def launcher_command(launch: LaunchSettings, module: str, spec_path: Path, port:
     return cmd + ["--module", module, "--spec", str(spec_path)]
 
 
+# The last line of a Python traceback, as a rank prints it (DeepSpeed prefixes "[rank0]: ").
+_ERROR_LINE = re.compile(
+    r"^(?:\[rank\d+\]:\s*)?(?:[\w.]+\.)?(\w*(?:Error|Exception|Diverged)): (.+)$"
+)
+
+
+def error_line(lines: list[str]) -> str | None:
+    """The exception a rank died of, from its log: "TrainingDiverged: ...", or None."""
+    for line in reversed(lines):
+        match = _ERROR_LINE.match(line.strip())
+        if match:
+            return f"{match.group(1)}: {match.group(2)}"
+    return None
+
+
 def run_training(
     module: str,
     spec: dict,
@@ -199,10 +215,11 @@ def run_training(
             remove_shared_buffers(port)
     summary_path = output_dir / summary_name
     if proc.returncode != 0 or not summary_path.is_file():
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+        lines = log_path.read_text(errors="replace").splitlines(keepends=True)
+        cause = error_line(lines)
         raise TrainingFailed(
-            f"{what} exited with code {proc.returncode}; full log: {log_path}\n"
-            f"--- last lines ---\n{tail}"
+            f"{what} exited with code {proc.returncode}{': ' + cause if cause else ''}; "
+            f"full log: {log_path}\n--- last lines ---\n{''.join(lines[-30:])}"
         )
     return json.loads(summary_path.read_text())
 

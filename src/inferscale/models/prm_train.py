@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from inferscale.models.divergence import finite_loss_callback
 from inferscale.models.processes import leave_with_owner
 
 SUMMARY_FILE = "prm_summary.json"
@@ -160,6 +161,7 @@ def train(spec: dict) -> None:
         train_dataset=examples,
         data_collator=lambda batch: collate_labelled(batch, pad_id),
         candidates=candidates,
+        callbacks=[finite_loss_callback()],
     )
     start = time.perf_counter()
     result = trainer.train()

@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from inferscale.models.divergence import finite_loss_callback
 from inferscale.models.processes import leave_with_owner
 
 IGNORE_INDEX = -100
@@ -119,6 +120,7 @@ def train(spec: dict) -> None:
         args=args,
         train_dataset=examples,
         data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
+        callbacks=[finite_loss_callback()],
     )
     start = time.perf_counter()
     result = trainer.train()

@@ -15,7 +15,7 @@ from inferscale.report.figures import write_figures
 from inferscale.report.files import REPORT_FILE, SUMMARY_FILE, TABLE_FILE, table_file
 from inferscale.report.html import ReportInputs, write_report
 from inferscale.stages import Plan
-from inferscale.tasks.context import RunContext
+from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tracking.analysis_run import analysis_tables, log_analysis
 from inferscale.tracking.wandb_runs import finish_run, start_run
 
@@ -35,6 +35,7 @@ def stage_seconds(plan: Plan) -> list[tuple[str, str, float | None]]:
 
 
 @task(name="analyze", cache_policy=NO_CACHE)
+@stage_body
 def analyze_task(
     ctx: RunContext, evaluation_dirs: dict[str, str], prm_dir: str | None = None
 ) -> str:

@@ -19,7 +19,7 @@ from inferscale.generation.backends import load_backend
 from inferscale.scores import EvaluationMetrics, write_evaluation
 from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import SearchSettings
-from inferscale.tasks.context import RunContext
+from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
 
 
@@ -59,6 +59,7 @@ def search_settings(config: ExperimentConfig) -> SearchSettings:
 
 
 @task(name="evaluate", task_run_name="evaluate-{policy.name}", cache_policy=NO_CACHE)
+@stage_body
 def evaluate_task(
     ctx: RunContext, policy: PolicyConfig, model_dir: str, data_dir: str, prm_dir: str | None
 ) -> str:

@@ -12,7 +12,7 @@ from inferscale.data.prepare import TRAIN_FILE, step_format
 from inferscale.data.records import read_problems
 from inferscale.data.step_labels import label_solutions, write_step_labels
 from inferscale.generation.backends import load_backend
-from inferscale.tasks.context import RunContext
+from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tracking.wandb_runs import finish_run, start_run
 
 LABELS_FILE = "labels.jsonl"
@@ -35,6 +35,7 @@ def label_stats(records) -> dict:
 
 
 @task(name="label_steps", task_run_name="label_steps-{policy.name}", cache_policy=NO_CACHE)
+@stage_body
 def label_steps_task(
     ctx: RunContext, policy: PolicyConfig, model_dir: str, completer_dir: str, data_dir: str
 ) -> str:

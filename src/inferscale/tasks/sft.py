@@ -9,11 +9,12 @@ from prefect.logging import get_run_logger
 from inferscale.config import PolicyConfig
 from inferscale.data.prepare import TOKENIZER_DIR, TRAIN_FILE
 from inferscale.models.launch import run_sft, sft_spec
-from inferscale.tasks.context import RunContext
+from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tracking.wandb_runs import wandb_env
 
 
 @task(name="sft", task_run_name="sft-{policy.name}", cache_policy=NO_CACHE)
+@stage_body
 def sft_task(ctx: RunContext, policy: PolicyConfig, data_dir: str) -> str:
     artifact = ctx.plan.sft[policy.name]
     if ctx.reuse(artifact):

@@ -10,7 +10,7 @@ from inferscale.data.adapters import load_step_labels
 from inferscale.data.prepare import step_format
 from inferscale.data.step_labels import from_math_shepherd, write_step_labels
 from inferscale.models.launch import run_prm_training
-from inferscale.tasks.context import RunContext
+from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.label_steps import HELDOUT_FILE, LABELS_FILE
 from inferscale.tracking.wandb_runs import wandb_env
 
@@ -30,6 +30,7 @@ def _upstream_labels(ctx: RunContext, out_dir: Path) -> tuple[Path, Path | None]
 
 
 @task(name="train_prm", cache_policy=NO_CACHE)
+@stage_body
 def train_prm_task(ctx: RunContext, labels_dir: str | None, init_dir: str | None) -> str:
     """Train the PRM under the `deepspeed` launcher, from a policy checkpoint or a hub model."""
     artifact = ctx.plan.train_prm
