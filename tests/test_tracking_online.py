@@ -4,6 +4,7 @@ the server here is a local address nothing listens on, or a local socket that an
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import socket
 import sys
@@ -27,6 +28,8 @@ from inferscale.tracking.connection import (
     server_answers,
     settle_tracking,
 )
+from inferscale.tracking.offline import find_runs, read_run
+from inferscale.tracking.wandb_runs import TrackingSettings, finish_run, start_run
 
 # Nothing listens on the discard port: a connection is refused at once.
 UNREACHABLE = "http://127.0.0.1:9"
@@ -217,3 +220,38 @@ def test_a_run_without_a_key_stops_before_its_first_stage(tmp_path):
     config = load_config(online_config(tmp_path))
     with pytest.raises(TrackingError, match="tracking.mode is online"):
         settle_tracking(config, tmp_path / "wandb", print, lambda url: True)
+
+
+# --- a stage whose work is done ---
+
+
+def test_a_stage_run_that_cannot_start_online_is_written_offline(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", UNREACHABLE)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "2")
+    settings = TrackingSettings(project="inferscale-test", group="experiment-1", mode="online")
+    with caplog.at_level(logging.WARNING, logger="inferscale.tracking.wandb_runs"):
+        run = start_run(settings, "evaluate", "evaluate-a", {"budget": 4}, tmp_path)
+        run.log({"accuracy": 0.5})
+        finish_run(run)
+    [warning] = [r.getMessage() for r in caplog.records if r.name.startswith("inferscale")]
+    assert "evaluate-a could not start online" in warning and "runs offline instead" in warning
+    [run_dir] = find_runs(tmp_path / "wandb")
+    offline = read_run(run_dir)
+    assert (offline.group, offline.job_type, offline.config) == (
+        "experiment-1",
+        "evaluate",
+        {"budget": 4},
+    )
+    assert offline.history[0]["accuracy"] == 0.5
+
+
+def test_a_run_that_fails_to_finish_is_a_warning(caplog):
+    def fail():
+        raise wandb.errors.CommError("network is unreachable")
+
+    run = types.SimpleNamespace(name="analyze", offline=False, finish=fail)
+    with caplog.at_level(logging.WARNING, logger="inferscale.tracking.wandb_runs"):
+        finish_run(run)
+    assert "analyze did not finish cleanly" in caplog.text
+    assert "network is unreachable" in caplog.text
