@@ -1,5 +1,6 @@
-"""Online tracking never fails a run for want of a key or a network. No W&B server is contacted:
-the server here is a local address nothing listens on, or a local socket that answers as told."""
+"""Online tracking never fails a run for want of a key or a network, and the W&B API key never
+lands in a file under the output folder. No W&B server is contacted: the server here is a local
+address nothing listens on, or a local socket that answers as told."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import wandb
+import yaml
 from pipeline_config import tiny_config, write_config
 
 from inferscale.cli import main
@@ -255,3 +257,48 @@ def test_a_run_that_fails_to_finish_is_a_warning(caplog):
         finish_run(run)
     assert "analyze did not finish cleanly" in caplog.text
     assert "network is unreachable" in caplog.text
+
+
+# --- the key in files ---
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_online_run_without_network_finishes_offline_and_writes_no_key(tmp_path, monkeypatch):
+    from inferscale.flows.pipeline import experiment_flow
+
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", UNREACHABLE)
+    # Were a stage to try online anyway, it would give up soon.
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "5")
+    config_path = online_config(tmp_path)
+    assert yaml.safe_load(config_path.read_text())["tracking"]["mode"] == "online"
+    root = plan(load_config(config_path)).root
+
+    start = time.perf_counter()
+    experiment_flow(str(config_path))
+    elapsed = time.perf_counter() - start
+
+    assert all(a.complete for a in plan(load_config(config_path)).all())
+    runs = find_runs(root / "wandb")
+    assert sorted(read_run(d).job_type for d in runs) == [
+        "analyze",
+        "evaluate",
+        "evaluate",
+        "label_steps",
+        "prepare_data",
+        "sft",
+        "sft",
+        "train_prm",
+    ]
+    assert {read_run(d).project for d in runs} == {"inferscale"}
+    # Settled offline before the first stage: no run tried online.
+    online_dirs = [d for d in (root / "wandb").glob("run-*") if d.is_dir()]
+    assert online_dirs == [], online_dirs
+    key = FAKE_KEY.encode()
+    # Every file under the output folder (specs, logs, W&B's run files), and Prefect's own.
+    folders = [tmp_path / "runs", Path(os.environ["PREFECT_HOME"])]
+    files = [p for f in folders for p in f.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(files) > 50
+    assert [p for p in files if key in p.read_bytes()] == []
+    print(f"online run without network: {elapsed:.0f} s")
