@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import replace
 
 import pytest
 from synthetic_evaluation import two_policies, without_prm
@@ -172,3 +173,25 @@ def test_a_disabled_tracking_run_still_writes_the_report_spec(analysis, report, 
     finish_run(run)
     assert json.loads(spec.read_text())["displayName"] == "inferscale: synthetic"
     assert not (tmp_path / "wandb").exists() or not find_runs(tmp_path / "wandb")
+
+
+def test_an_online_experiment_whose_run_went_offline_saves_its_report_spec_offline(
+    analysis, report, tmp_path, monkeypatch
+):
+    import wandb_workspaces.reports.v2 as wr
+
+    saved = []
+    monkeypatch.setattr(wr.Report, "save", lambda self, *args, **kwargs: saved.append(self))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing answers there
+    _, figures = report
+    online = TrackingSettings(project="inferscale", group="synthetic", mode="online")
+    # The run a stage gets when W&B cannot start it online.
+    run = start_run(replace(online, mode="offline"), "analyze", "analyze", {}, tmp_path)
+    spec = log_analysis(run, analysis, figures, online, tmp_path)
+    finish_run(run)
+    assert saved == []
+    text = spec.read_text()
+    assert json.loads(text)["displayName"] == "inferscale: synthetic"
+    assert '"project":"inferscale"' not in text.replace(" ", "")
+    (run_dir,) = find_runs(tmp_path / "wandb")
+    assert REPORT_SPEC_FILE in read_run(run_dir).files

@@ -30,8 +30,20 @@ def _load(path: str) -> ExperimentConfig:
         raise SystemExit(2) from None
 
 
+def _check_tracking(config: ExperimentConfig) -> None:
+    """Online tracking needs a W&B key: refuse before any work, not at the first stage."""
+    from inferscale.tracking.connection import TrackingError, check_credentials
+
+    try:
+        check_credentials(config.tracking.mode)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    _check_tracking(config)
     from inferscale.flows.pipeline import StagesFailed, experiment_flow
 
     start = time.perf_counter()
@@ -55,6 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    _check_tracking(config)
     print(
         f"{args.config}: valid ({len(config.policies)} policies, "
         f"strategies {config.evaluation.strategies}, budgets {config.evaluation.budgets})"

@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from inferscale.config import load_config
-from inferscale.stages import plan, stages_to_refresh
+from inferscale.stages import plan, run_root, stages_to_refresh
 from inferscale.tasks.analyze import analyze_task
 from inferscale.tasks.context import RunContext
 from inferscale.tasks.evaluate import evaluate_task
@@ -20,6 +20,7 @@ from inferscale.tasks.label_steps import label_steps_task
 from inferscale.tasks.prepare_data import prepare_data_task
 from inferscale.tasks.sft import sft_task
 from inferscale.tasks.train_prm import train_prm_task
+from inferscale.tracking.connection import settle_tracking
 
 
 class StagesFailed(RuntimeError):
@@ -30,6 +31,9 @@ class StagesFailed(RuntimeError):
 def experiment_flow(config_path: str, refresh: list[str] | None = None) -> str:
     """Run (or resume) the experiment; return the analysis artifact's directory."""
     config = load_config(config_path)
+    # W&B's mode is settled here, once per run: every stage and training subprocess reads it
+    # from this config (offline when the server does not answer).
+    config = settle_tracking(config, run_root(config) / "wandb", get_run_logger().warning)
     ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
     # Up front, so that a refresh that fails half-way leaves no stale downstream result marked
     # finished: each refreshed artifact counts as unfinished until its task has redone it.

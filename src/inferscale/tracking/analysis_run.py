@@ -108,7 +108,8 @@ def log_analysis(
     for name, path in figures.items():
         log_image(run, f"figures/{name}", path)
     run.summary.update({"headline": analysis.summary()["policies"]})
-    online = tracking.mode == "online"
+    # The run's own mode: a run that could not start online was started offline instead.
+    online = tracking.mode == "online" and not (run.offline or run.disabled)
     report = build_report(
         tracking.group,
         tracking.project if online else "",
@@ -118,7 +119,7 @@ def log_analysis(
         [f"figures/{name}" for name in figures],
     )
     spec = save_spec(report, artifact_dir / REPORT_SPEC_FILE)
-    if tracking.mode != "disabled":
+    if not run.disabled:
         # In the run's own files too, so that `wandb sync` uploads it with the run.
         run.save(str(save_spec(report, Path(run.dir) / REPORT_SPEC_FILE)), base_path=run.dir)
     if online:
