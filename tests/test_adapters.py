@@ -211,7 +211,7 @@ def test_unknown_source():
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nowhere.jsonl"
-    with pytest.raises(ValueError, match="file not found") as err:
+    with pytest.raises(ValueError, match="no such file") as err:
         load_problems("gsm8k", str(path))
     assert str(path) in str(err.value)
 

@@ -108,7 +108,7 @@ def test_plan_paths_are_stage_label_and_key_under_the_run_root(tmp_path):
     ("updates", "expected"),
     [
         ({"data.arithmetic.modulus": 50}, ALL),
-        ({"data.arithmetic.train_size": 1000}, ALL),
+        ({"data.arithmetic.train_size": 2000}, ALL),
         ({"data.format.tag": " <s>"}, ALL),
         ({"seed": 1}, ALL),
         ({"sft.learning_rate": 1e-3}, SFT_DOWN),

@@ -102,11 +102,12 @@ def test_a_malformed_key_is_refused_naming_the_fix(monkeypatch):
 
 
 def test_validate_refuses_online_tracking_without_a_key(tmp_path, capsys):
+    config = online_config(tmp_path)
     with pytest.raises(SystemExit) as info:
-        main(["validate", str(online_config(tmp_path))])
+        main(["validate", str(config)])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: tracking.mode is online")
+    assert err.count("\n") == 1 and err.startswith(f"{config}: tracking.mode is online")
     assert "WANDB_API_KEY" in err and "wandb login" in err
 
 
@@ -122,7 +123,7 @@ def test_run_refuses_online_tracking_without_a_key_before_any_work(tmp_path, cap
     with pytest.raises(SystemExit) as info:
         main(["run", str(config)])
     assert info.value.code == 2
-    assert capsys.readouterr().err.startswith("error: tracking.mode is online")
+    assert capsys.readouterr().err.startswith(f"{config}: tracking.mode is online")
     assert not (tmp_path / "runs").exists()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from inferscale.config import ConfigError, ExperimentConfig, load_config
+from inferscale.config import ConfigError, ExperimentConfig, check_run_inputs, load_config
 from inferscale.report.files import REPORT_FILE, SUMMARY_FILE
 from inferscale.report.summary import format_summary
 from inferscale.stages import STAGES, plan
@@ -22,28 +22,33 @@ from inferscale.stages import STAGES, plan
 DEFAULT_CONFIG = "configs/default.yaml"
 
 
-def _load(path: str) -> ExperimentConfig:
+def _load(path: str, run_inputs: bool = False) -> ExperimentConfig:
+    """The experiment at `path`; with `run_inputs`, also what a run reads and writes (dataset
+    files, the output folder). A bad input ends the command with its one-line reason, code 2."""
     try:
-        return load_config(path)
+        config = load_config(path)
+        if run_inputs:
+            check_run_inputs(config, path)
+        return config
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(err, file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def _check_tracking(config: ExperimentConfig) -> None:
+def _check_tracking(path: str, config: ExperimentConfig) -> None:
     """Online tracking needs a W&B key: refuse before any work, not at the first stage."""
     from inferscale.tracking.connection import TrackingError, check_credentials
 
     try:
         check_credentials(config.tracking.mode)
     except TrackingError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{path}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    _check_tracking(config)
+    config = _load(args.config, run_inputs=True)
+    _check_tracking(args.config, config)
     from inferscale.flows.pipeline import StagesFailed, experiment_flow
 
     start = time.perf_counter()
@@ -66,8 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    _check_tracking(config)
+    config = _load(args.config, run_inputs=True)
+    _check_tracking(args.config, config)
     print(
         f"{args.config}: valid ({len(config.policies)} policies, "
         f"strategies {config.evaluation.strategies}, budgets {config.evaluation.budgets})"

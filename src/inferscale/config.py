@@ -1,32 +1,71 @@
 """The experiment config: pydantic models that validate an experiment YAML.
 
-Unknown keys, wrong types and impossible values are refused with one message per problem,
-each naming the field (`sft.learning_rate: ...`).
+Every bad input is refused before any work with one line that starts with the file, names the
+field (`exp.yaml: sft.learning_rate: ...`) or the file and line, and says how to fix it: unknown
+keys, wrong types (strict: `true` is no number), impossible values, settings that contradict
+each other, and files the run needs (DeepSpeed config, hostfile, dataset files, output folder).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import re
+import string
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from inferscale.data.synthetic import operations_commute
+from inferscale.data.steps import StepFormat
+from inferscale.data.synthetic import (
+    PromptLengths,
+    longest_prompts,
+    operations_commute,
+    too_few_questions,
+)
 from inferscale.models.factory import SUPPORTED_HEAD_DIMS
 from inferscale.search.registry import STRATEGIES, TREE_STRATEGIES
 
 Positive = Annotated[int, Field(gt=0)]
 Probability = Annotated[float, Field(gt=0, le=1)]
+# numpy and the HF Trainer take seeds in 0 .. 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 DATASET_SOURCES = ("math", "math500", "gsm8k", "metamathqa", "math_shepherd")
 
 
 class ConfigError(ValueError):
-    """An experiment config that cannot be used; the message says which field and why."""
+    """An experiment config that cannot be used, as one line that starts with the file and
+    names the field (or the file and line) and the fix. `problems` holds (field, message)
+    pairs where the line lists several."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None):
+        super().__init__(" ".join(message.split("\n")))
+        self.problems = problems or []
+
+
+class FieldError(ValueError):
+    """A rule broken by a field other than the one validated, named dotted from the model that
+    checks it (`sft.max_length` from the experiment, `hub_id` from a policy)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no coercion, so `max_steps: true` or `seed: "1"` is refused rather than read as 1.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class StepFormatConfig(Strict):
@@ -34,12 +73,43 @@ class StepFormatConfig(Strict):
     answer_phrase: str = "The answer is:"
     prompt_template: str = "Question: {question}\nAnswer:\n"
 
+    @field_validator("tag", "answer_phrase")
+    @classmethod
+    def _one_line(cls, v: str, info: ValidationInfo) -> str:
+        default = cls.model_fields[info.field_name].default
+        if not v.strip():
+            raise ValueError(f"must not be empty or blank (got {v!r}); the default is {default!r}")
+        if "\n" in v:
+            raise ValueError(f"must not hold a line break (got {v!r}): each step is one line")
+        return v
+
     @field_validator("prompt_template")
     @classmethod
     def _has_question(cls, v: str) -> str:
-        if "{question}" not in v:
-            raise ValueError("must contain the placeholder {question}")
+        marker = "QUESTION7f3a9c"
+        try:
+            formatted = v.format(question=marker)
+        except KeyError as err:
+            raise ValueError(
+                f"names the placeholder {{{err.args[0]}}}, and only {{question}} is filled in; "
+                f"write literal braces doubled ({{{{ and }}}})"
+            ) from None
+        except (IndexError, ValueError) as err:
+            raise ValueError(
+                f"is not a format string ({err}); write {{question}} where the question goes "
+                "and double literal braces ({{ and }})"
+            ) from None
+        if marker not in formatted:
+            fields = [name for _, name, _, _ in string.Formatter().parse(v) if name is not None]
+            escaped = " ({{question}} is an escaped, literal '{question}')" if not fields else ""
+            raise ValueError(
+                f"has no {{question}} placeholder{escaped}, so no prompt would contain its "
+                "question; write {question} with single braces"
+            )
         return v
+
+    def step_format(self) -> StepFormat:
+        return StepFormat(**self.model_dump())
 
 
 class ArithmeticData(Strict):
@@ -70,6 +140,11 @@ class ArithmeticData(Strict):
                 f"any_order needs operations that commute, and {self.operations} do not "
                 "('+' and '-' do, or '*' alone); set any_order: false or drop an operation"
             )
+        too_few = too_few_questions(
+            self.test_size, self.levels, self.modulus, tuple(self.operations)
+        )
+        if too_few:
+            raise FieldError("test_size", too_few)
         return self
 
 
@@ -146,12 +221,23 @@ class SFTConfig(Strict):
     max_length: Positive = 256
     num_processes: Positive = 2
     num_nodes: Positive = 1
-    hostfile: str | None = None
-    deepspeed: str = "deepspeed/zero2.json"
+    hostfile: str | None = None  # relative to the experiment file's folder
+    deepspeed: str = "deepspeed/zero2.json"  # relative to the experiment file's folder
     bf16: bool = False
     use_cpu: bool = True
     threads_per_process: Positive = 1
     logging_steps: Positive = 10
+
+    @model_validator(mode="after")
+    def _nodes_need_a_hostfile(self) -> SFTConfig:
+        if self.num_nodes > 1 and self.hostfile is None:
+            raise FieldError(
+                "hostfile",
+                f"num_nodes is {self.num_nodes}, and the DeepSpeed launcher finds other nodes "
+                "only in a hostfile: give hostfile (one `host slots=N` line per node) or set "
+                "num_nodes: 1",
+            )
+        return self
 
 
 class StepLabelConfig(Strict):
@@ -209,6 +295,13 @@ class PRMConfig(Strict):
     # step once; least recently used prefixes go first beyond this many bytes.
     cache_bytes: Annotated[int, Field(ge=0)] = 2 * 2**30
 
+    @field_validator("good_token", "bad_token")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v:
+            raise ValueError("must not be empty: the PRM reads its logit at each step tag")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> PRMConfig:
         if (self.labels is None) == (self.dataset is None):
@@ -218,6 +311,12 @@ class PRMConfig(Strict):
                 raise ValueError(f"PRM datasets must be math_shepherd files, got {ref.source!r}")
         if self.dataset is not None and self.init_from is None:
             raise ValueError("with `dataset`, name the model to start from in `init_from`")
+        if self.good_token == self.bad_token:
+            raise FieldError(
+                "bad_token",
+                f"is the good_token too ({self.good_token!r}); the PRM compares two different "
+                "tokens' logits: give two tokens",
+            )
         return self
 
 
@@ -239,7 +338,8 @@ class VLLMOptions(Strict):
 
 class GenerationConfig(Strict):
     backend: Literal["hf", "vllm"] = "hf"
-    device: str = "cpu"  # the hf backend's; vLLM runs where its build runs
+    # The hf backend's; vLLM runs where its build runs.
+    device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")] = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     batch_size: Positive = 256
     threads: Positive | None = None
@@ -303,7 +403,7 @@ class SearchConfig(Strict):
 class EvaluationConfig(Strict):
     strategies: list[str] = ["greedy", "majority_vote"]
     budgets: list[Positive] = [1, 2, 4, 8, 16]
-    seed: int = 1234
+    seed: Seed = 1234
     limit: Positive | None = None
     flops: FlopsConfig = FlopsConfig()
     # How a sampled solution's step scores become one score for weighted vote and best-of-n.
@@ -361,7 +461,7 @@ class AnalysisConfig(Strict):
     # Each coverage law is fitted on k <= this share of the pool and judged on the larger k.
     fit_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
     bootstrap: Annotated[int, Field(ge=0)] = 200  # resamples of the questions for intervals
-    seed: int = 0
+    seed: Seed = 0
     # Levels counted as easy; the other levels are hard (Wu et al.: 1-2 against 3-5).
     easy_levels: list[int] = [1, 2]
     flops_per_decade: Annotated[int, Field(ge=1, le=20)] = 3  # compute-optimal table's budgets
@@ -375,7 +475,7 @@ class TrackingConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    seed: int = 0
+    seed: Seed = 0
     output_dir: str = "runs"
     data: DataConfig
     policies: list[PolicyConfig]
@@ -401,10 +501,11 @@ class ExperimentConfig(Strict):
         if self.evaluation.flops.paper_params == "nominal":
             missing = [p.name for p in self.policies if p.nominal_params is None]
             if missing:
-                raise ValueError(
-                    f"evaluation.flops.paper_params is 'nominal', but policies {missing} give no "
-                    "nominal_params; give each policy its nominal size (e.g. nominal_params: "
-                    "7.0e9) or use paper_params: total"
+                raise FieldError(
+                    "evaluation.flops.paper_params",
+                    f"is 'nominal', but policies {missing} give no nominal_params; give each "
+                    "policy its nominal size (e.g. nominal_params: 7.0e9) or use paper_params: "
+                    "total",
                 )
         return self
 
@@ -412,20 +513,114 @@ class ExperimentConfig(Strict):
     def _prm_when_needed(self) -> ExperimentConfig:
         if self.evaluation.needs_prm and self.prm is None:
             needing = [s for s in self.evaluation.strategies if STRATEGIES[s].needs_prm]
-            raise ValueError(f"strategies {needing} need a PRM: add a `prm` section")
+            raise FieldError("evaluation.strategies", f"{needing} need a PRM: add a `prm` section")
         if self.prm is not None and self.prm.labels is not None:
             names = [p.name for p in self.policies]
             for role in ("policy", "completer"):
                 name = getattr(self.prm.labels, role)
                 if name is not None and name not in names:
-                    raise ValueError(f"prm.labels.{role} {name!r} is not a policy; one of {names}")
+                    raise FieldError(
+                        f"prm.labels.{role}", f"{name!r} is not a policy; name one of {names}"
+                    )
             if self.prm.labels.temperature is None and self.generation.temperature == 0:
-                raise ValueError(
-                    "prm.labels.temperature follows generation.temperature, which is 0 (greedy): "
-                    "every sampled solution of a question would be the same; give "
-                    "prm.labels.temperature above 0"
+                raise FieldError(
+                    "prm.labels.temperature",
+                    "follows generation.temperature, which is 0 (greedy): every sampled "
+                    "solution of a question would be the same; give prm.labels.temperature "
+                    "above 0",
                 )
         return self
+
+    @model_validator(mode="after")
+    def _sized_policies_need_the_task_tokenizer(self) -> ExperimentConfig:
+        if self.data.arithmetic is None:
+            for i, p in enumerate(self.policies):
+                if p.hub_id is None:
+                    raise FieldError(
+                        f"policies.{i}",
+                        f"{p.name} is trained from scratch with the synthetic task's tokenizer, "
+                        "and these datasets have none: give it a hub_id, or use data.arithmetic",
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _enough_training_questions(self) -> ExperimentConfig:
+        labels, task = self.prm.labels if self.prm else None, self.data.arithmetic
+        if labels is not None and task is not None:
+            problem = too_few_training_questions(
+                labels, task.train_size, "data.arithmetic.train_size"
+            )
+            if problem:
+                raise FieldError("prm.labels.questions", problem)
+        return self
+
+    @model_validator(mode="after")
+    def _lengths_fit(self) -> ExperimentConfig:
+        """Training examples and generations fit the models' context, where the prompts'
+        token counts are known without a download (the synthetic task's tokenizer)."""
+        lengths = self.task_lengths
+        sized = [p for p in self.policies if p.hub_id is None]
+        if lengths is not None and sized and self.sft.max_length <= lengths.prompt:
+            raise FieldError(
+                "sft.max_length",
+                f"{self.sft.max_length} tokens cannot hold the longest training prompt "
+                f"({lengths.prompt} tokens) and a token of its solution, so training would "
+                f"learn nothing; set it to at least {lengths.prompt + 1} ({lengths.example} "
+                "holds the longest whole example)",
+            )
+        init = self.prm_init_policy if self.prm is not None else None
+        from_task = lengths is not None and init is not None and init.hub_id is None
+        if from_task and self.prm.max_length < lengths.first_step:
+            raise FieldError(
+                "prm.max_length",
+                f"{self.prm.max_length} tokens cannot hold the longest prompt and its first "
+                f"step up to the step tag ({lengths.first_step} tokens), so the PRM would "
+                f"read no step; set it to at least {lengths.first_step}",
+            )
+        prompt = lengths.prompt if lengths is not None else 1
+        for policy in self.policies:
+            context, what = self._context(policy)
+            if context is not None and prompt + self.generation.max_new_tokens > context:
+                raise FieldError(
+                    "generation.max_new_tokens",
+                    f"{self.generation.max_new_tokens} new tokens after a prompt of up to "
+                    f"{prompt} tokens overflow policy {policy.name}'s context of {context} "
+                    f"tokens ({what}); set it to at most {context - prompt}",
+                )
+        return self
+
+    def _context(self, policy: PolicyConfig) -> tuple[int | None, str]:
+        """The policy's context length in tokens, and where it comes from; None if unknown."""
+        vllm = self.generation.vllm.max_model_len if self.generation.backend == "vllm" else None
+        if policy.hub_id is None:
+            context, what = self.sft.max_length, "sft.max_length, its max_position_embeddings"
+        else:
+            context, what = hub_context_length(policy.hub_id), "its max_position_embeddings"
+        if vllm is not None and (context is None or vllm < context):
+            return vllm, "generation.vllm.max_model_len"
+        return context, what
+
+    @property
+    def task_lengths(self) -> PromptLengths | None:
+        """Token counts of the synthetic task's longest prompt and examples; None for datasets."""
+        task = self.data.arithmetic
+        if task is None:
+            return None
+        fmt = self.data.format.step_format()
+
+        def first_step(step: str) -> str:
+            line = fmt.step_line(1, step)
+            return line[: line.rindex(fmt.tag) + len(fmt.tag)]
+
+        return longest_prompts(
+            task.levels,
+            task.modulus,
+            tuple(task.operations),
+            fmt.prompt,
+            first_step,
+            fmt.solution,
+            fmt.answer_phrase,
+        )
 
     @property
     def label_temperatures(self) -> tuple[float, float]:
@@ -461,46 +656,308 @@ class ExperimentConfig(Strict):
         return next((p for p in self.policies if p.name == self.prm.init_from), None)
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid experiment config {source}:"]
+def too_few_training_questions(labels: StepLabelConfig, train_size: int, where: str) -> str | None:
+    """Why the step labels cannot have their questions from a training split this size."""
+    wanted = labels.questions + labels.heldout_questions
+    if wanted <= train_size:
+        return None
+    return (
+        f"{labels.questions} plus heldout_questions {labels.heldout_questions} need {wanted} "
+        f"training questions, and the training split has {train_size}; lower them or raise "
+        f"{where}"
+    )
+
+
+def hub_context_length(hub_id: str) -> int | None:
+    """A hub model's context length from its config.json, when that is on this machine (a model
+    folder, or the Hugging Face cache); None when it is not."""
+    path: Path | str | None = Path(hub_id) / "config.json"
+    if not Path(path).is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            path = try_to_load_from_cache(hub_id, "config.json")
+        except (ImportError, ValueError):  # an id the hub library refuses is not cached either
+            return None
+    if not isinstance(path, str | Path) or not Path(path).is_file():
+        return None
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    """(dotted field, message) of each of pydantic's errors, with the value given and a fix."""
+    problems = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling and level)"
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
+        loc = [str(p) for p in e["loc"]]
+        cause = e.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            loc, msg = [*loc, *cause.field.split(".")], cause.message
+        elif e["type"] == "extra_forbidden":
+            msg = _unknown_key(e["loc"])
+        elif e["type"] == "missing":
+            msg = "missing, and it is required: add it"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            value = e["input"]
+            if e["type"] != "value_error" and isinstance(value, str | int | float | bool | list):
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                hint = " (true/false is no number)" if isinstance(value, bool) else ""
+                msg += f" (got {shown}){hint}"
+        problems.append((".".join(loc), msg))
+    return problems
+
+
+def _unknown_key(loc: tuple) -> str:
+    """`unknown key`, with the key meant (a close spelling) or the keys its section takes."""
+    model: type[BaseModel] | None = ExperimentConfig
+    for part in loc[:-1]:
+        if model is None:
+            break
+        if isinstance(part, str):
+            field = model.model_fields.get(part)
+            model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return "unknown key: check its spelling and level"
+    keys = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    if close:
+        return f"unknown key: did you mean {close[0]}?"
+    return f"unknown key: check its level; {'.'.join(map(str, loc[:-1])) or 'the top'} takes " + (
+        ", ".join(keys)
+    )
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config model inside a field's type (`PRMConfig | None`, `list[PolicyConfig]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _refusal(source: str, problems: list[tuple[str, str]]) -> ConfigError:
+    line = "; ".join(f"{field}: {msg}" if field else msg for field, msg in problems)
+    return ConfigError(f"{source}: {line}", problems)
+
+
+def refuse(source: str, field: str, message: str) -> ConfigError:
+    """The error for one problem of the config at `source`, naming `field`."""
+    return _refusal(source, [(field, message)])
+
+
+def _config_file(source: str, field: str, value: str, base_dir: Path | None, what: str) -> Path:
+    """A file the config names, relative to the experiment file's folder; refused if absent."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_file():
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise refuse(
+            source,
+            field,
+            f"{path} {state}; give the path of {what} (relative paths start from the "
+            "experiment file's folder)",
+        )
+    return path.resolve()
+
+
+def _deepspeed_config(source: str, path: Path) -> None:
+    """A DeepSpeed config that the launcher can read: one JSON object."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        ds = json.loads(text)
+    except OSError as err:
+        raise refuse(source, "sft.deepspeed", f"cannot read {path} ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise refuse(source, "sft.deepspeed", f"{path} is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise refuse(
+            source,
+            "sft.deepspeed",
+            f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno}); fix the "
+            "file (configs/deepspeed/zero2.json is an example)",
+        ) from None
+    if not isinstance(ds, dict):
+        raise refuse(
+            source,
+            "sft.deepspeed",
+            f"{path} holds a JSON {type(ds).__name__}, and DeepSpeed reads one JSON object "
+            '({"zero_optimization": {...}, ...}); configs/deepspeed/zero2.json is an example',
+        )
 
 
 def parse_config(
     raw: dict, source: str = "<dict>", base_dir: Path | None = None
 ) -> ExperimentConfig:
-    """Validate a config mapping; relative DeepSpeed paths resolve against `base_dir`."""
+    """Validate a config mapping; relative DeepSpeed and hostfile paths resolve against
+    `base_dir`."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"invalid experiment config {source}: expected a mapping at the top")
+        got = "nothing" if raw is None else f"a {type(raw).__name__}"
+        raise ConfigError(
+            f"{source}: expected a mapping of sections (name:, data:, policies:, ...) at the "
+            f"top, got {got}; configs/default.yaml is an example"
+        )
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
-    ds_path = Path(config.sft.deepspeed)
-    if not ds_path.is_absolute() and base_dir is not None:
-        ds_path = base_dir / ds_path
-    if not ds_path.is_file():
+        raise _refusal(source, _problems(err)) from None
+    sft = config.sft
+    deepspeed = _config_file(source, "sft.deepspeed", sft.deepspeed, base_dir, "a DeepSpeed JSON")
+    _deepspeed_config(source, deepspeed)
+    update = {"deepspeed": str(deepspeed)}
+    if sft.num_nodes > 1:  # the launcher reads the hostfile only then
+        hostfile = _config_file(source, "sft.hostfile", sft.hostfile, base_dir, "a hostfile")
+        update["hostfile"] = str(hostfile)
+    return config.model_copy(update={"sft": sft.model_copy(update=update)})
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, field: str, line: int, first: int):
+        self.field, self.line, self.first = field, line, first
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that reads `1e-3` as a number, as YAML 1.2 does (1.1 reads a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _check_duplicates(node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> None:
+    """Refuse a key given twice in one mapping (YAML loaders silently keep the last)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in lines:
+                    field = ".".join((*path, key.value))
+                    raise _DuplicateKey(field, line, lines[key.tag, key.value])
+                lines[key.tag, key.value] = line
+                _check_duplicates(value, (*path, key.value), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicates(item, (*path, str(i)), seen)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`; any problem is a ConfigError naming the file and line."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        message = f"{path}: cannot read it ({err.strerror}); check its permissions"
+        raise ConfigError(message) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8") from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicates(node, (), set())
+        return loader.construct_document(node)
+    except _DuplicateKey as dup:
         raise ConfigError(
-            f"invalid experiment config {source}:\n  sft.deepspeed: no DeepSpeed config at "
-            f"{ds_path} (paths are relative to the experiment file's folder)"
-        )
-    return config.model_copy(
-        update={"sft": config.sft.model_copy(update={"deepspeed": str(ds_path.resolve())})}
-    )
+            f"{path}:{dup.line}: {dup.field}: given twice (also on line {dup.first}), and only "
+            "one can count; delete one of them",
+            [(dup.field, "given twice")],
+        ) from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        column = f" at column {mark.column + 1}" if mark else ""
+        context = ""
+        if err.context and err.context_mark:
+            context = f" ({err.context} from line {err.context_mark.line + 1})"
+        raise ConfigError(
+            f"{where}: not valid YAML: {err.problem}{column}{context}; check the indentation, "
+            "colons, quotes and brackets there"
+        ) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}); fix the file") from None
+    finally:
+        loader.dispose()
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"no experiment config at {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    return parse_config(raw, source=str(path), base_dir=path.parent)
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"{path}: {state}; give the path of an experiment file (configs/default.yaml is one)"
+        )
+    return parse_config(read_yaml(path), source=str(path), base_dir=path.parent)
+
+
+def check_run_inputs(config: ExperimentConfig, source: str) -> None:
+    """What a run reads and writes besides the config, checked before any work: the output
+    folder can be written, and every local dataset file reads and has enough rows.
+
+    Hub datasets are not fetched here; their rows are checked when prepare_data reads them.
+    """
+    _check_output_dir(config, source)
+    from inferscale.data.adapters import load_problems, load_step_labels
+    from inferscale.data.files import DatasetFileError, is_local_file
+
+    data, prm = config.data, config.prm
+    refs = [("data.train", data.train), *((f"data.eval.{i}", r) for i, r in enumerate(data.eval))]
+    if prm is not None:
+        refs += [("prm.dataset", prm.dataset), ("prm.heldout", prm.heldout)]
+    for field, ref in refs:
+        if ref is None or not is_local_file(ref.path):
+            continue
+        try:
+            if field.startswith("prm."):
+                load_step_labels(ref.path, ref.split, ref.limit)
+                continue
+            problems = load_problems(ref.source, ref.path, ref.split, ref.limit, ref.subset)
+        except DatasetFileError as err:
+            raise refuse(source, f"{field}.path", str(err)) from None
+        labels = prm.labels if prm is not None else None
+        if field == "data.train" and labels is not None:
+            where = f"data.train.limit or the rows of {ref.path}"
+            problem = too_few_training_questions(labels, len(problems), where)
+            if problem:
+                raise refuse(source, "prm.labels.questions", problem)
+
+
+def _check_output_dir(config: ExperimentConfig, source: str) -> None:
+    """The run's folder (output_dir/name) is a folder this process can write in, or can be
+    made in the nearest folder above it that exists."""
+    root = Path(config.output_dir).expanduser() / config.name
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise refuse(
+            source,
+            "output_dir",
+            f"{existing} is a file, so {root} cannot be made; point output_dir at a folder",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise refuse(
+            source,
+            "output_dir",
+            f"cannot write in {existing} (permission denied), where the run keeps {root}; "
+            "point output_dir at a folder you can write to",
+        )

@@ -1,19 +1,19 @@
 """Adapters mapping upstream math datasets to `Problem` records.
 
-Each source is read with `datasets`, from a hub id or a local json/jsonl/parquet/csv file. Worked
-solutions become steps in the project's step format: one line of text each, the last one ending
-with the answer phrase (`... The answer is: X`), as in Math-Shepherd.
+Each source is read from a hub id (with `datasets`) or a local json/jsonl/parquet/csv file (by
+`data.files`, which names the line of a bad row). Worked solutions become steps in the project's
+step format: one line of text each, the last one ending with the answer phrase
+(`... The answer is: X`), as in Math-Shepherd. A row that cannot be converted is refused naming
+its file and line.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-import datasets
-
+from inferscale.data.files import DatasetFileError, Row, is_local_file, read_rows
 from inferscale.data.records import Problem
 from inferscale.data.steps import StepFormat
 from inferscale.grading import last_boxed
@@ -22,8 +22,6 @@ from inferscale.grading import last_boxed
 _FORMAT = StepFormat()
 _ANSWER = _FORMAT.answer_phrase
 _SHEPHERD_TAG = "ки"
-
-_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 _CALCULATOR = re.compile(r"<<[^<>\n]*>>")
 _STEP_PREFIX = re.compile(r"^step\s*\d+\s*:\s*", re.IGNORECASE)
@@ -52,6 +50,7 @@ class Adapter:
     columns: tuple[str, ...]
     convert: Callable[[dict, str], Problem | None]  # (row, default id); None drops the row
     subset: str | None = None  # hub config used when the caller names none
+    numbers: tuple[str, ...] = ()  # columns that may hold numbers; the others hold text
 
 
 def load_problems(
@@ -63,19 +62,28 @@ def load_problems(
 ) -> list[Problem]:
     """Problems of `source` (a key of ADAPTERS) from a hub id or a local file.
 
-    Ids are the upstream id where there is one, else `{source}-{split}-{row index}`.
+    Ids are the upstream id where there is one, else `{source}-{split}-{row index}`. A file
+    whose rows all convert to nothing (Math-Shepherd rows with a wrong step) is refused.
     """
     if source not in ADAPTERS:
         raise ValueError(f"unknown source {source!r}; known sources: {', '.join(ADAPTERS)}")
     adapter = ADAPTERS[source]
-    rows = _load_rows(source, adapter.columns, path_or_id, split, subset or adapter.subset)
+    if limit == 0:
+        return []
     problems = []
-    for i, row in enumerate(rows):
-        if limit is not None and len(problems) >= limit:
-            break
-        problem = adapter.convert(row, f"{source}-{split}-{i}")
+    rows = _rows(adapter.columns, path_or_id, split, subset or adapter.subset)
+    for i, (where, row) in enumerate(rows):
+        _check_types(where, row, adapter)
+        problem = _converted(where, source, adapter.convert, row, f"{source}-{split}-{i}")
         if problem is not None:
             problems.append(problem)
+        if limit is not None and len(problems) >= limit:
+            break
+    if not problems:
+        raise DatasetFileError(
+            f"{path_or_id}: no usable {source} problem in its rows (Math-Shepherd rows count "
+            "only when every step is labelled '+'); give a file with at least one"
+        )
     return problems
 
 
@@ -83,38 +91,61 @@ def load_step_labels(
     path_or_id: str, split: str = "train", limit: int | None = None
 ) -> list[LabelledSolution]:
     """Math-Shepherd solutions with their per-step correctness labels (`+` is True)."""
-    rows = _load_rows("math_shepherd", ("input", "label"), path_or_id, split, None)
-    if limit is not None:
-        rows = rows.select(range(min(limit, len(rows))))
-    return [
-        LabelledSolution(*_parse_shepherd(row["input"], row["label"], i))
-        for i, row in enumerate(rows)
-    ]
+    out = []
+    for where, row in _rows(("input", "label"), path_or_id, split, None):
+        if limit is not None and len(out) >= limit:
+            break
+        _check_types(where, row, Adapter(("input", "label"), _math_shepherd))
+        solution = _converted(where, "math_shepherd", _parse_shepherd, row["input"], row["label"])
+        out.append(LabelledSolution(*solution))
+    return out
 
 
-def _load_rows(
-    source: str, columns: tuple[str, ...], path_or_id: str, split: str, subset: str | None
-) -> datasets.Dataset:
-    builder = _BUILDERS.get(Path(path_or_id).suffix.lower())  # hub ids have no such suffix
-    if builder is None:
-        ds = datasets.load_dataset(path_or_id, subset, split=split)
-    elif not Path(path_or_id).is_file():
-        raise ValueError(f"{source}: file not found: {path_or_id}")
-    else:
-        ds = datasets.load_dataset(builder, data_files={split: path_or_id}, split=split)
-    for column in columns:
-        if column not in ds.column_names:
-            raise ValueError(
-                f"{source}: {path_or_id} has no column {column!r} "
-                f"(columns found: {', '.join(ds.column_names)})"
-            )
-    return ds
+def _rows(
+    columns: tuple[str, ...], path_or_id: str, split: str, subset: str | None
+) -> Iterator[Row]:
+    """(where, row) pairs: `path:line` of a local file, `hub id (split) row k` of a hub set."""
+    if is_local_file(path_or_id):
+        yield from read_rows(path_or_id, columns)
+        return
+    import datasets
+
+    ds = datasets.load_dataset(path_or_id, subset, split=split)
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise DatasetFileError(
+            f"{path_or_id} ({split}): no column(s) {', '.join(map(repr, missing))} "
+            f"(columns found: {', '.join(ds.column_names)}); name a split or subset that has them"
+        )
+    for i, row in enumerate(ds):
+        yield f"{path_or_id} ({split}) row {i}", row
+
+
+def _check_types(where: str, row: dict, adapter: Adapter) -> None:
+    for column in adapter.columns:
+        value = row[column]
+        if isinstance(value, str) or (column in adapter.numbers and type(value) is int):
+            continue
+        expected = "text or a number" if column in adapter.numbers else "text"
+        raise DatasetFileError(
+            f"{where}: column {column!r} holds {type(value).__name__} {value!r:.40}; it must "
+            f"hold {expected}"
+        )
+
+
+def _converted(where: str, source: str, convert: Callable, *args):
+    try:
+        return convert(*args)
+    except (ValueError, KeyError, IndexError) as err:
+        raise DatasetFileError(
+            f"{where}: not a {source} row: {err}; fix the row or remove it"
+        ) from None
 
 
 def _math(row: dict, pid: str) -> Problem:
     answer = last_boxed(row["solution"])
     if answer is None:
-        raise ValueError(f"math: no \\boxed{{}} answer in the solution of {pid}")
+        raise ValueError("no \\boxed{} answer in its solution")
     level = re.fullmatch(r"Level (\d+)", row["level"] or "")  # a few upstream rows say "Level ?"
     return Problem(
         id=pid,
@@ -142,7 +173,7 @@ def _math500(row: dict, pid: str) -> Problem:
 def _gsm8k(row: dict, pid: str) -> Problem:
     reasoning, sep, answer = row["answer"].rpartition("####")
     if not sep:
-        raise ValueError(f"gsm8k: no '#### <answer>' line in {pid}")
+        raise ValueError("no '#### <answer>' line in its answer")
     answer = answer.strip()
     steps = _line_steps(_CALCULATOR.sub("", reasoning))
     return Problem(
@@ -157,7 +188,7 @@ def _gsm8k(row: dict, pid: str) -> Problem:
 def _metamathqa(row: dict, pid: str) -> Problem:
     reasoning, sep, answer = row["response"].rpartition(_ANSWER)
     if not sep:
-        raise ValueError(f"metamathqa: no {_ANSWER!r} in the response of {pid}")
+        raise ValueError(f"no {_ANSWER!r} in its response")
     answer = answer.strip()
     # GSM-derived responses use `$` for money and keep GSM8K's `#### X` line before the phrase.
     if row["type"].startswith("GSM"):
@@ -176,7 +207,7 @@ def _metamathqa(row: dict, pid: str) -> Problem:
 
 def _math_shepherd(row: dict, pid: str) -> Problem | None:
     """Only solutions labelled correct at every step: their stated answer is the reference."""
-    question, steps, labels = _parse_shepherd(row["input"], row["label"], pid)
+    question, steps, labels = _parse_shepherd(row["input"], row["label"])
     _, sep, answer = steps[-1].rpartition(_ANSWER) if steps else ("", "", "")
     if not (sep and all(labels)):
         return None
@@ -193,7 +224,9 @@ def _math_shepherd(row: dict, pid: str) -> Problem | None:
 ADAPTERS: dict[str, Adapter] = {
     "math": Adapter(("problem", "level", "type", "solution"), _math),
     "math500": Adapter(
-        ("problem", "solution", "answer", "subject", "level", "unique_id"), _math500
+        ("problem", "solution", "answer", "subject", "level", "unique_id"),
+        _math500,
+        numbers=("level",),
     ),
     "gsm8k": Adapter(("question", "answer"), _gsm8k, subset="main"),
     "metamathqa": Adapter(("query", "response", "type", "original_question"), _metamathqa),
@@ -201,7 +234,7 @@ ADAPTERS: dict[str, Adapter] = {
 }
 
 
-def _parse_shepherd(text: str, label: str, where: object) -> tuple[str, list[str], list[bool]]:
+def _parse_shepherd(text: str, label: str) -> tuple[str, list[str], list[bool]]:
     """Question, steps and labels of one Math-Shepherd row.
 
     `label` is `text` with each two-character tag replaced by one `+`/`-`, so the k-th tag's mark
@@ -210,14 +243,14 @@ def _parse_shepherd(text: str, label: str, where: object) -> tuple[str, list[str
     tags = [m.start() for m in re.finditer(_SHEPHERD_TAG, text)]
     marks = [label[pos - k : pos - k + 1] for k, pos in enumerate(tags)]
     if not tags or any(m not in ("+", "-") for m in marks):
-        raise ValueError(f"math_shepherd: row {where}: label does not mark the input's step tags")
+        raise ValueError("its label does not mark the input's step tags")
     first = _FIRST_STEP.search(text)
     if first:
         start = first.start()
     elif "?" in text[: tags[0]]:  # a few rows start the first step without `Step 1:`
         start = text.rindex("?", 0, tags[0]) + 1
     else:
-        raise ValueError(f"math_shepherd: row {where}: cannot find where the first step starts")
+        raise ValueError("cannot find where its first step starts")
     # Tags before the first step are annotation slips inside the question: dropped with their marks.
     skipped = sum(pos < start for pos in tags)
     question = " ".join(text[:start].replace(_SHEPHERD_TAG, "").split())

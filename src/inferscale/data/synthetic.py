@@ -15,6 +15,8 @@ models to learn on a CPU in minutes.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import NamedTuple
 
 from inferscale.data.records import Problem
 
@@ -89,6 +91,23 @@ def question_space(level: int, modulus: int, operations: tuple[str, ...] = OPERA
     return modulus * (len(set(operations)) * 9) ** level
 
 
+def too_few_questions(
+    test_size: int, levels: list[int], modulus: int, operations: tuple[str, ...] = OPERATIONS
+) -> str | None:
+    """Why a level cannot give `test_size`'s share of distinct test questions and still leave
+    questions to train on; None when every level can."""
+    for level in sorted(set(levels)):
+        wanted = -(-test_size * levels.count(level) // len(levels))
+        space = question_space(level, modulus, operations)
+        if wanted > space // 2:
+            return (
+                f"level {level} with modulus {modulus} has only {space} distinct questions, too "
+                f"few for {wanted} test questions and a training set; lower test_size or raise "
+                "the modulus"
+            )
+    return None
+
+
 def make_split(
     split: str,
     size: int,
@@ -133,15 +152,9 @@ def make_splits(
     any_order: bool = False,
 ) -> tuple[list[Problem], list[Problem]]:
     """Distinct test questions first, then training problems that never ask a test question."""
-    for level in set(levels):
-        wanted = -(-test_size * levels.count(level) // len(levels))
-        space = question_space(level, modulus, operations)
-        if wanted > space // 2:
-            raise ValueError(
-                f"level {level} with modulus {modulus} has only {space} distinct questions, too "
-                f"few for {wanted} test questions and a training set; lower test_size or raise "
-                "the modulus"
-            )
+    problem = too_few_questions(test_size, levels, modulus, operations)
+    if problem:
+        raise ValueError(problem)
     task = {"swap_rate": swap_rate, "operations": operations, "any_order": any_order}
     test = make_split(
         "test", test_size, levels, modulus, seed, answer_phrase, distinct=True, **task
@@ -149,3 +162,52 @@ def make_splits(
     exclude = frozenset(p.question for p in test)
     train = make_split("train", train_size, levels, modulus, seed, answer_phrase, exclude, **task)
     return train, test
+
+
+def count_tokens(text: str) -> int:
+    """How many tokens the task's tokenizer (models/tokenizer.py) makes of `text`, BOS included:
+    one per piece of its pre-tokenizer, whatever the vocabulary (an unknown piece is one token)."""
+    from tokenizers import Regex, pre_tokenizers
+
+    from inferscale.models.tokenizer import SPLIT_PATTERN
+
+    split = pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated")
+    return 1 + len(split.pre_tokenize_str(text))
+
+
+class PromptLengths(NamedTuple):
+    """Token counts of the task's longest prompt, of its longest prompt and first step (up to
+    its tag) together, and of its longest training example (prompt, solution and EOS)."""
+
+    prompt: int
+    first_step: int
+    example: int
+
+
+def longest_prompts(
+    levels: list[int],
+    modulus: int,
+    operations: tuple[str, ...],
+    prompt: Callable[[str], str],
+    first_step: Callable[[str], str],
+    solution: Callable[[list[str]], str],
+    answer_phrase: str,
+) -> PromptLengths:
+    """The task's longest prompts and examples in tokens.
+
+    Numbers are single tokens, so all problems of a level have one length: a few problems of
+    each level measure it.
+    """
+    rng = random.Random(0)
+    lengths = PromptLengths(0, 0, 0)
+    for level in sorted(set(levels)):
+        for _ in range(4):
+            p = make_problem(rng, level, modulus, answer_phrase, "", operations=operations)
+            text = prompt(p.question)
+            measured = PromptLengths(
+                count_tokens(text),
+                count_tokens(text + first_step(p.steps[0])),
+                count_tokens(text) + count_tokens(solution(p.steps)),  # its BOS stands for EOS
+            )
+            lengths = PromptLengths(*map(max, lengths, measured))
+    return lengths
