@@ -212,6 +212,11 @@ CONFIG_CASES = [
     edit("seed-a-string", {"seed": "zero"}, "seed:", "'zero'"),
     edit("bf16-a-word", {"sft.bf16": "sometimes"}, "sft.bf16", "valid boolean"),
     edit("bf16-a-number", {"sft.bf16": 1}, "sft.bf16", "valid boolean"),
+    edit("weight-decay-infinite", {"sft.weight_decay": float("inf")}, "sft.weight_decay", "finite"),
+    edit("learning-rate-nan", {"sft.learning_rate": float("nan")}, "sft.learning_rate", "finite"),
+    edit(
+        "temperature-infinite", {"generation.temperature": float("inf")}, "generation.temperature"
+    ),
     edit("temperature-a-list", {"generation.temperature": [1.0]}, "generation.temperature"),
     edit("budgets-a-number", {"evaluation.budgets": 16}, "evaluation.budgets", "valid list"),
     edit("sft-a-number", {"sft": 5}, "sft: Input should be", "got 5"),

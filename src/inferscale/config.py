@@ -64,8 +64,9 @@ class FieldError(ValueError):
 
 
 class Strict(BaseModel):
-    # strict: no coercion, so `max_steps: true` or `seed: "1"` is refused rather than read as 1.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # strict: no coercion, so `max_steps: true` or `seed: "1"` is refused rather than read as 1;
+    # no float may be .inf or .nan (a weight decay of .inf trains to NaN weights).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class StepFormatConfig(Strict):
