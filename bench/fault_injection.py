@@ -1,10 +1,12 @@
 """Stop the tests' tiny experiment at random points of every stage and resume it.
 
 One uninterrupted run gives the reference results and each stage's duration. Then each trial
-takes one stage (the stages in turn), starts the experiment with the stages before it already
-finished (copied from the reference: keys do not depend on the output folder), stops it at a
-random point of that stage with SIGKILL to the CLI's process, or SIGTERM to the process or to its
-whole process group as Slurm and Kubernetes send it, and runs it again to the end. For each trial:
+takes one stage (the stages in turn), starts the experiment with every other stage's artifact
+already finished (copied from the reference: keys do not depend on the output folder), stops it
+at a random point of that stage with SIGKILL to the CLI's process, or SIGTERM to the process or
+to its whole process group as Slurm and Kubernetes send it, and runs it again to the end. The
+stage stopped is the one redone; the others are found finished, as they would be had the same
+stage been stopped in a whole run (their keys do not depend on its files). For each trial:
 
 - whether every result file is byte-identical to the reference's (models, step labels, every
   evaluation store and score file, the analysis tables and summary; timings left out);
@@ -157,10 +159,11 @@ def left_behind(workdir: Path, within_s: float = 20.0) -> list[str]:
     return names
 
 
-def seed_finished(reference: Plan, p: Plan, before: int) -> None:
-    """Copy the reference's first `before` artifacts (in DAG order) into the trial's plan."""
-    for done, target in list(zip(reference.all(), p.all(), strict=True))[:before]:
-        shutil.copytree(done.path, target.path)
+def seed_finished(reference: Plan, p: Plan, but: int) -> None:
+    """Copy the reference's artifacts into the trial's plan, all but the `but`-th."""
+    for i, (done, target) in enumerate(zip(reference.all(), p.all(), strict=True)):
+        if i != but:
+            shutil.copytree(done.path, target.path)
 
 
 def trial(
