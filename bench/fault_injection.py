@@ -280,6 +280,9 @@ def main() -> None:
         result = {
             "config": "tests/pipeline_config.py tiny_config (tracking offline)",
             "seed": args.seed,
+            "commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+            ).stdout.strip(),
             "reference_run_s": round(reference_s, 1),
             "stage_windows_s": [[n, round(b, 1), round(e, 1)] for n, b, e in stage_windows],
             "stops": len(rows),
