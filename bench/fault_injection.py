@@ -46,7 +46,7 @@ from pipeline_config import tiny_config, write_config  # noqa: E402
 
 from inferscale.artifacts import COMPLETE_MARKER, STARTED_MARKER  # noqa: E402
 from inferscale.config import load_config  # noqa: E402
-from inferscale.models.processes import SHM  # noqa: E402
+from inferscale.models.processes import shared_buffers  # noqa: E402
 from inferscale.results import ResultStore  # noqa: E402
 from inferscale.stages import Plan, plan  # noqa: E402
 
@@ -137,12 +137,32 @@ def snapshot(p: Plan) -> dict[str, tuple[int, bytes]]:
 
 
 def run_processes(workdir: Path) -> list[psutil.Process]:
+    """Every live process of the run started in `workdir`: those whose command line names one
+    of its files, and those with its PREFECT_HOME (the CLI's descendants: Prefect's server, the
+    grader's worker, the training launcher and ranks), whoever their parent is now."""
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
+        if process.pid == os.getpid() or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            home = process.environ().get("PREFECT_HOME", "")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            home = ""
         cmdline = " ".join(process.info["cmdline"] or [])
-        if str(workdir) in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+        if str(workdir) in cmdline or home.startswith(str(workdir)):
             found.append(process)
     return found
+
+
+def shared_buffers_left(workdir: Path) -> list[str]:
+    """The DeepSpeed shared-memory buffers of this trial's trainings, by the ports their logs
+    name (another training on the machine has its own)."""
+    ports = {
+        int(port)
+        for log in workdir.rglob("train.log")
+        for port in re.findall(r"--master_port[= ](\d+)", log.read_text(errors="replace"))
+    }
+    return [str(b) for port in sorted(ports) for b in shared_buffers(port)]
 
 
 def left_behind(workdir: Path, within_s: float = 20.0) -> list[str]:
@@ -183,7 +203,6 @@ def trial(
     seed_finished(reference_plan, p, target)
     artifact = p.all()[target]
     log = workdir / "run.log"
-    buffers_before = set(SHM.glob("deepspeed_allreduce_buffer_*"))
     proc = start(config_path, workdir, log)
     while not (artifact.path / STARTED_MARKER).is_file() and proc.poll() is None:
         time.sleep(0.05)
@@ -202,9 +221,7 @@ def trial(
     code = proc.wait(timeout=RUN_TIMEOUT_S)
     exit_s = time.monotonic() - stopped
     left = left_behind(workdir)
-    shm_left = sorted(
-        str(b) for b in set(SHM.glob("deepspeed_allreduce_buffer_*")) - buffers_before
-    )
+    shm_left = shared_buffers_left(workdir)
     before = snapshot(p)
     resume_log = workdir / "resume.log"
     resumed = start(config_path, workdir, resume_log)

@@ -5,6 +5,7 @@ exits promptly, and keeps the stages it finished."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,7 +16,7 @@ import pytest
 from pipeline_config import start_run, tiny_config, write_config
 
 from inferscale.config import load_config
-from inferscale.models.processes import SHM
+from inferscale.models.processes import shared_buffers
 from inferscale.stages import plan
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -31,14 +32,21 @@ def is_rank(process: psutil.Process) -> bool:
 
 
 def run_processes(workdir: Path) -> list[psutil.Process]:
-    """Every live process whose command line names a file of this run: the runner, the
-    launcher and the ranks, whoever their parent is now."""
+    """Every live process of the run started in `workdir`: those whose command line names one
+    of its files, and those with its PREFECT_HOME (the CLI's descendants: Prefect's server, the
+    grader's worker, the training launcher and ranks), whoever their parent is now."""
     found = []
     for process in psutil.process_iter(["cmdline", "status"]):
+        if process.pid == os.getpid() or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            home = process.environ().get("PREFECT_HOME", "")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            home = ""
         cmdline = " ".join(process.info["cmdline"] or [])
-        if str(workdir) in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+        if str(workdir) in cmdline or home.startswith(str(workdir)):
             found.append(process)
-    return [p for p in found if p.pid != os.getpid()]
+    return found
 
 
 def wait_for_rank(proc: subprocess.Popen, workdir: Path, timeout_s: float) -> None:
@@ -56,6 +64,17 @@ def wait_for_rank(proc: subprocess.Popen, workdir: Path, timeout_s: float) -> No
     raise AssertionError(f"no SFT rank started within {timeout_s} s")
 
 
+def shared_buffers_left(workdir: Path) -> list[Path]:
+    """The DeepSpeed shared-memory buffers of this run's trainings (by the port each used, which
+    its log names), not those of any other training on the machine."""
+    ports = {
+        int(port)
+        for log in workdir.rglob("train.log")
+        for port in re.findall(r"--master_port[= ](\d+)", log.read_text(errors="replace"))
+    }
+    return [b for port in sorted(ports) for b in shared_buffers(port)]
+
+
 def training_left(workdir: Path, within_s: float) -> list[str]:
     deadline = time.monotonic() + within_s
     while (left := run_processes(workdir)) and time.monotonic() < deadline:
@@ -70,7 +89,6 @@ def test_a_stopped_run_leaves_no_training_behind_and_keeps_finished_stages(tmp_p
         tiny_config(tmp_path / "runs", **{"sft.max_steps": 100000, "tracking.mode": "disabled"}),
     )
     p = plan(load_config(config_path))
-    buffers_before = set(SHM.glob("deepspeed_allreduce_buffer_*"))
     proc = start_run(config_path, tmp_path, "stopped.log")
     try:
         wait_for_rank(proc, tmp_path, timeout_s=300)
@@ -92,7 +110,7 @@ def test_a_stopped_run_leaves_no_training_behind_and_keeps_finished_stages(tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert left == [], f"still running after the run stopped: {left}"
-    assert set(SHM.glob("deepspeed_allreduce_buffer_*")) <= buffers_before
+    assert shared_buffers_left(tmp_path) == []
     assert p.prepare_data.complete and not p.sft["A"].complete
     if how == "sigkill-process":
         assert code == -signal.SIGKILL

@@ -50,6 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, run_inputs=True)
     _check_tracking(args.config, config)
     from inferscale.flows.pipeline import StagesFailed, experiment_flow
+    from inferscale.reaper import start_for
+
+    start_for(os.getpid())
 
     start = time.perf_counter()
     try:
