@@ -151,6 +151,19 @@ def test_fast_path_needs_no_math_verify(
     g.close()
 
 
+def test_numbers_of_any_length_compare_exactly() -> None:
+    # Python's int() refuses strings over 4,300 digits; a number that long is still a number.
+    g = Grader(timeout_s=0.0)  # every comparison here is the fast path's
+    huge = "9" * 4301
+    assert not g.equivalent(huge, "1")
+    assert not g.equivalent(extract_answer("The answer is: " + huge), "1")
+    assert g.equivalent(huge, huge + ".000")
+    assert not g.equivalent(huge, "9" * 4300 + "8")
+    assert g.equivalent("0." + "0" * 5000 + "1", "0." + "0" * 5000 + "10")
+    assert not g.equivalent("0." + "0" * 5000 + "1", "0")
+    g.close()
+
+
 def test_none_prediction_is_wrong(grader: Grader) -> None:
     assert not grader.equivalent(None, "1")
     assert not is_equivalent(None, "1")

@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from fractions import Fraction
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +119,13 @@ def _normalise(s: str) -> str:
     return _strip_period(s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac"))
 
 
-def _as_number(s: str) -> Fraction | None:
+def _as_number(s: str) -> Decimal | None:
     s = s.removeprefix("\\$").removeprefix("$")
     if not _NUMBER.fullmatch(s):
         return None
-    return Fraction(s.replace(",", ""))
+    # Decimal, not int or Fraction: Python refuses int strings over 4,300 digits, while a
+    # Decimal reads any length exactly and compares exactly, whatever its context's precision.
+    return Decimal(s.replace(",", ""))
 
 
 def _fast_equivalent(pred: str, gold: str) -> bool | None:
