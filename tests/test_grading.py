@@ -164,6 +164,19 @@ def test_numbers_of_any_length_compare_exactly() -> None:
     g.close()
 
 
+@pytest.mark.parametrize("depth", [3000, 100_000])
+def test_deeply_nested_boxes_unwrap(depth: int) -> None:
+    # One recursion per `\boxed{` overflowed Python's stack at 3,000; one scan per layer made
+    # 100,000 layers quadratic.
+    g = Grader(timeout_s=0.0)  # every comparison here is the fast path's
+    nested = "\\boxed{" * depth + " $7$ " + "}" * depth
+    assert g.equivalent(nested, "7")
+    assert not g.equivalent(nested, "8")
+    assert g.equivalent(extract_answer("The answer is: " + nested), "7.0")
+    assert extract_answer("so " + nested) == "$7$"
+    g.close()
+
+
 def test_none_prediction_is_wrong(grader: Grader) -> None:
     assert not grader.equivalent(None, "1")
     assert not is_equivalent(None, "1")

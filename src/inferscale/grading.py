@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE = re.compile(r"[{}]")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _LATEX_NOISE = re.compile(r"\\(?:left|right)(?![a-zA-Z])|\\[!,;: ]|\s+")
@@ -67,10 +69,10 @@ def _after_phrase(text: str, answer_phrase: str, tag: str) -> str | None:
 
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; else None."""
-    matches = list(_BOXED.finditer(text))
-    if not matches:
+    last = deque(_BOXED.finditer(text), maxlen=1)  # not a list of every match
+    if not last:
         return None
-    start = matches[-1].end()
+    start = last[0].end()
     end = _closing_brace(text, start)
     return None if end is None else text[start:end].strip()
 
@@ -104,14 +106,48 @@ def _strip_period(s: str) -> str:
 
 
 def _unwrap(s: str) -> str:
-    """Drop surrounding whitespace, `$...$` and a `\\boxed{}` enclosing the whole answer."""
-    s = s.strip()
-    if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
-        s = s.strip("$").strip()
-    match = _BOXED.match(s)
-    if match and _closing_brace(s, match.end()) == len(s) - 1:
-        return _unwrap(s[match.end() : -1])
-    return s
+    """Drop surrounding whitespace, `$...$` and `\\boxed{}`s enclosing the whole answer."""
+    # A loop over a window of `s` with the braces matched once: recursing per layer overflowed
+    # the stack, and rescanning per layer was quadratic, on answers nesting thousands of boxes.
+    lo, hi = _strip_span(s, 0, len(s))
+    closing: dict[int, int] | None = None
+    while True:
+        if hi - lo >= 2 and s[lo] == "$" and s[hi - 1] == "$":
+            while lo < hi and s[lo] == "$":
+                lo += 1
+            while hi > lo and s[hi - 1] == "$":
+                hi -= 1
+            lo, hi = _strip_span(s, lo, hi)
+        match = _BOXED.match(s, lo, hi)
+        if not match:
+            break
+        if closing is None:
+            closing = _closing_braces(s)
+        if closing.get(match.end() - 1) != hi - 1:
+            break
+        lo, hi = _strip_span(s, match.end(), hi - 1)
+    return s[lo:hi]
+
+
+def _strip_span(s: str, lo: int, hi: int) -> tuple[int, int]:
+    """`s[lo:hi]`'s bounds without its surrounding whitespace (as `str.strip()`)."""
+    while lo < hi and s[lo].isspace():
+        lo += 1
+    while hi > lo and s[hi - 1].isspace():
+        hi -= 1
+    return lo, hi
+
+
+def _closing_braces(s: str) -> dict[int, int]:
+    """The index of the brace closing each opening brace of `s` that is closed."""
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    for brace in _BRACE.finditer(s):
+        if brace.group() == "{":
+            opened.append(brace.start())
+        elif opened:
+            closing[opened.pop()] = brace.start()
+    return closing
 
 
 def _normalise(s: str) -> str:
