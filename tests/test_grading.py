@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from inferscale.grading import Grader, answer_classes, extract_answer, is_equivalent
+from inferscale import grading
+from inferscale.grading import (
+    MAX_VERIFY_CHARS,
+    MAX_VERIFY_DEPTH,
+    Grader,
+    answer_classes,
+    extract_answer,
+    is_equivalent,
+)
 
 # Sympy does not finish comparing this power tower with 1 within 30 s (measured, math-verify 0.9).
 SLOW_PRED = r"9^{9^{9^{9}}}"
@@ -177,6 +185,68 @@ def test_deeply_nested_boxes_unwrap(depth: int) -> None:
     g.close()
 
 
+@pytest.fixture
+def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """What every grader sends its math-verify worker from now on (the calls still run)."""
+    sent: list[tuple[str, str]] = []
+    verify = grading._Worker.verify
+
+    def counted(self, pred: str, gold: str, timeout_s: float) -> dict:
+        sent.append((pred, gold))
+        return verify(self, pred, gold, timeout_s)
+
+    monkeypatch.setattr(grading._Worker, "verify", counted)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("pred", "equals_itself"),
+    [
+        ("x+" * MAX_VERIFY_CHARS + "1", True),
+        ("(" * (MAX_VERIFY_DEPTH + 1) + "1" + ")" * (MAX_VERIFY_DEPTH + 1), True),
+        ("{" * 16 + "1" + "}" * 16, True),  # math-verify's parser: 53 s (measured)
+        (r"\frac{1}{" * 50 + "2" + "}" * 50, True),
+        (" \n\t ", False),  # no answer
+        (r"\boxed{\,}", False),
+    ],
+    ids=["long", "deep-parens", "deep-braces", "deep-fracs", "whitespace", "empty-box"],
+)
+def test_answers_beyond_bounds_never_reach_math_verify(
+    pred: str, equals_itself: bool, verify_calls: list[tuple[str, str]]
+) -> None:
+    g = Grader(timeout_s=0.0)  # a call would time out, and return None
+    assert g.verdict(pred, "1") is False
+    assert g.verdict("1", pred) is False
+    assert g.verdict(pred, r"\frac{1}{2}") is False
+    assert g.verdict(pred, pred) is equals_itself
+    assert not verify_calls
+    g.close()
+
+
+def test_answer_equal_as_text_needs_no_math_verify(verify_calls: list[tuple[str, str]]) -> None:
+    g = Grader(timeout_s=0.0)
+    long = r"\frac{x}{2}+" * 100 + "x"
+    assert g.equivalent(long, f"$\\boxed{{{long}}}$")
+    assert g.equivalent(r"\left(\frac12, 3\right)", r"(\dfrac12,3)")
+    assert not verify_calls
+    g.close()
+
+
+def test_an_answer_that_cannot_be_read_grades_as_text(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(s: str) -> str:
+        raise RecursionError("unforeseen")
+
+    monkeypatch.setattr(grading, "_unwrap", broken)
+    g = Grader(timeout_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="inferscale.grading"):
+        assert g.verdict("$1$", "1") is False
+        assert g.verdict("1", "1") is True
+    assert "cannot read answer" in caplog.text
+    g.close()
+
+
 def test_none_prediction_is_wrong(grader: Grader) -> None:
     assert not grader.equivalent(None, "1")
     assert not is_equivalent(None, "1")
@@ -199,13 +269,14 @@ def test_slow_comparison_times_out_and_grader_recovers(caplog: pytest.LogCapture
     assert g.equivalent("x+1", "1+x")  # the worker is up before timing
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="inferscale.grading"):
-        assert not g.equivalent(SLOW_PRED, "1")
+        assert g.verdict(SLOW_PRED, "1") is None
     elapsed = time.monotonic() - start
     assert elapsed < 1.0 + 2.0
     assert "timed out" in caplog.text and SLOW_PRED in caplog.text
 
     start = time.monotonic()
     assert not g.equivalent(SLOW_PRED, "1")  # cached, not re-run
+    assert g.verdict(SLOW_PRED, "1") is None
     assert time.monotonic() - start < 0.1
     assert g.equivalent(r"\frac{2}{4}", "0.5")  # on a fresh worker
     g.close()
@@ -296,7 +367,10 @@ def test_worker_exits_when_its_parent_dies(tmp_path: Path) -> None:
 
 def test_answer_classes_in_order_of_first_appearance(grader: Grader) -> None:
     answers = ["3", None, r"\frac12", "0.5", "3.0", r"\boxed{3}", "(1,2)", "(1, 2)", "x", None]
-    assert answer_classes(answers, grader.equivalent) == [0, None, 1, 1, 0, 0, 2, 2, 3, None]
+    expected = [0, None, 1, 1, 0, 0, 2, 2, 3, None]
+    assert answer_classes(answers, grader.verdict) == expected
+    assert answer_classes(answers, grader.equivalent) == expected
+    assert answer_classes(answers) == expected
 
 
 def test_answer_classes_edge_cases() -> None:

@@ -24,6 +24,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,14 @@ _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _LATEX_NOISE = re.compile(r"\\(?:left|right)(?![a-zA-Z])|\\[!,;: ]|\s+")
 _STARTUP_TIMEOUT_S = 60.0
 _WORKER_SCRIPT = Path(__file__).with_name("grading_worker.py")
+
+# Bounds on what math-verify is given. Its LaTeX parser slows down exponentially with nested
+# braces (16 deep: 53 s; measured, math-verify 0.9) and by a tenth of a second or more per nested
+# parenthesis, and its work grows with an answer's length, while MATH's answers are a few dozen
+# characters nesting 3 or 4 deep. Answers beyond these (without enclosing `$`s and `\\boxed{}`s)
+# are compared as text and plain numbers only: wrong unless the other answer reads the same.
+MAX_VERIFY_CHARS = 256
+MAX_VERIFY_DEPTH = 8  # of parentheses, brackets and braces together
 
 
 # --- extraction ------------------------------------------------------------------------------
@@ -150,11 +159,6 @@ def _closing_braces(s: str) -> dict[int, int]:
     return closing
 
 
-def _normalise(s: str) -> str:
-    s = _LATEX_NOISE.sub("", _unwrap(s))
-    return _strip_period(s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac"))
-
-
 def _as_number(s: str) -> Decimal | None:
     s = s.removeprefix("\\$").removeprefix("$")
     if not _NUMBER.fullmatch(s):
@@ -164,24 +168,55 @@ def _as_number(s: str) -> Decimal | None:
     return Decimal(s.replace(",", ""))
 
 
-def _fast_equivalent(pred: str, gold: str) -> bool | None:
+def _nesting(s: str) -> int:
+    depth = deepest = 0
+    for c in s:
+        if c in "({[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ")}]":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An answer as the comparisons read it, prepared once however many comparisons it is in."""
+
+    bare: str  # without enclosing whitespace, `$`s and `\\boxed{}`s: what math-verify reads
+    text: str  # `bare` without LaTeX spacing; answers equal as text are equivalent
+    number: Decimal | None  # its value, if a plain number
+    verifiable: bool  # within math-verify's bounds
+
+
+def _prepare(answer: str) -> _Answer:
+    try:
+        bare = _unwrap(answer)
+        text = _LATEX_NOISE.sub("", bare).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+        text = _strip_period(text)
+        verifiable = len(bare) <= MAX_VERIFY_CHARS and _nesting(bare) <= MAX_VERIFY_DEPTH
+        return _Answer(bare, text, _as_number(text), verifiable)
+    except Exception:
+        # Whatever an answer holds, grading must not raise: a resumed evaluation samples the
+        # same answers again, so an answer that broke grading would break every retry.
+        logger.warning("cannot read answer %r; compared as it is", _short(answer), exc_info=True)
+        return _Answer(answer, answer, None, False)
+
+
+def _decide(pred: _Answer, gold: _Answer) -> bool | None:
     """True/False when decidable without math-verify, else None."""
-    p, g = _normalise(pred), _normalise(gold)
-    if p == g:
-        return bool(p)
-    p_num, g_num = _as_number(p), _as_number(g)
-    if p_num is not None and g_num is not None:
-        return p_num == g_num
+    if not pred.text or not gold.text:
+        return False
+    if pred.text == gold.text:
+        return True
+    if pred.number is not None and gold.number is not None:
+        return pred.number == gold.number
+    if not (pred.verifiable and gold.verifiable):
+        return False
     return None
 
 
 # --- math-verify in a worker process ---------------------------------------------------------
-
-
-def _as_latex(s: str) -> str:
-    """Math-verify only reads LaTeX inside delimiters; `\\boxed{}` is its preferred one."""
-    s = _unwrap(s)
-    return f"\\boxed{{{s}}}"
 
 
 class _WorkerError(Exception):
@@ -263,36 +298,46 @@ class Grader:
 
     def __init__(self, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
-        self._cache: dict[tuple[str, str], bool] = {}
+        self._cache: dict[tuple[str, str], bool | None] = {}
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
         self._stop: weakref.finalize | None = None
 
     def equivalent(self, pred: str | None, gold: str, timeout_s: float | None = None) -> bool:
+        """Whether `pred` is equivalent to `gold`. Never raises on an answer: a comparison that
+        math-verify fails on, or does not finish within the timeout, counts as not equivalent."""
+        return self.verdict(pred, gold, timeout_s) is True
+
+    def verdict(self, pred: str | None, gold: str, timeout_s: float | None = None) -> bool | None:
+        """As `equivalent`, but None where math-verify timed out (or its worker died)."""
         if pred is None:
             return False
-        key = (pred, gold)
+        return self._verdict(_prepare(pred), _prepare(gold), timeout_s)
+
+    def _verdict(self, pred: _Answer, gold: _Answer, timeout_s: float | None) -> bool | None:
+        result = _decide(pred, gold)
+        if result is not None:
+            return result
+        key = (pred.bare, gold.bare)  # bounded in size, unlike the answers they come from
         if key not in self._cache:
-            result = _fast_equivalent(pred, gold)
-            if result is None:
-                result = self._math_verify(pred, gold, timeout_s)
-            self._cache[key] = result
+            self._cache[key] = self._math_verify(pred.bare, gold.bare, timeout_s)
         return self._cache[key]
 
     def close(self) -> None:
         with self._lock:
             self._kill()
 
-    def _math_verify(self, pred: str, gold: str, timeout_s: float | None) -> bool:
+    def _math_verify(self, pred: str, gold: str, timeout_s: float | None) -> bool | None:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         with self._lock:
             worker = self._worker or self._start()
             try:
-                response = worker.verify(_as_latex(pred), _as_latex(gold), timeout_s)
+                # Math-verify only reads LaTeX inside delimiters; `\\boxed{}` is its preferred one.
+                response = worker.verify(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}", timeout_s)
             except _WorkerError as e:
                 self._kill()
                 self._warn(str(e), pred, gold)
-                return False
+                return None
             if not response["ok"]:  # the worker is fine, the inputs are not
                 self._warn(f"failed ({response.get('error')})", pred, gold)
                 return False
