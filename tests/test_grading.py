@@ -377,3 +377,54 @@ def test_answer_classes_edge_cases() -> None:
     assert answer_classes([]) == []
     assert answer_classes([None, None]) == [None, None]
     assert answer_classes(["a", "b", "a"], lambda x, y: x == y) == [0, 1, 0]
+
+
+class _Counted:
+    """An equivalence that answers `result` and records what it was asked."""
+
+    def __init__(self, result: bool | None = False) -> None:
+        self.result = result
+        self.asked: list[tuple[str, str]] = []
+
+    def __call__(self, pred: str, gold: str) -> bool | None:
+        self.asked.append((pred, gold))
+        return self.result
+
+
+def test_answer_classes_bounds_a_pools_comparisons() -> None:
+    # 32 answers no string or number check can tell apart: all pairs would be 496 comparisons.
+    answers = [f"x+{i}y" for i in range(32)]
+    equivalent = _Counted()
+    classes = answer_classes(answers, equivalent)
+    assert len(equivalent.asked) == 8 * 32
+    # Once the budget is spent, what was not compared counts as not equivalent: a class each.
+    assert classes == list(range(32))
+    assert answer_classes(answers, _Counted()) == classes  # the same every time
+
+
+def test_answer_classes_stops_verifying_after_timeouts() -> None:
+    equivalent = _Counted(result=None)  # every call times out
+    classes = answer_classes([f"x+{i}y" for i in range(32)], equivalent, max_timeouts=2)
+    assert len(equivalent.asked) == 2
+    assert classes == list(range(32))
+
+
+def test_answer_classes_compares_answers_reading_the_same_once() -> None:
+    equivalent = _Counted(result=True)
+    pool = ["x+y", "$x + y$", r"\boxed{x+y}", "y+x", "x+y", "y + x"]
+    assert answer_classes(pool, equivalent) == [0, 0, 0, 0, 0, 0]
+    assert equivalent.asked == [("y+x", "x+y")]
+
+
+def test_answer_classes_with_no_budget_uses_text_and_numbers_only() -> None:
+    equivalent = _Counted(result=True)
+    pool = ["3", "3.0", r"\frac{6}{2}", "$3$", r"\boxed{3}"]
+    assert answer_classes(pool, equivalent, verify_calls_per_answer=0) == [0, 0, 1, 0, 0]
+    assert not equivalent.asked
+
+
+def test_answer_classes_keep_oversized_answers_from_the_equivalence() -> None:
+    equivalent = _Counted(result=True)
+    huge = "x" * (MAX_VERIFY_CHARS + 1)
+    assert answer_classes([huge, "x", huge, huge + "y"], equivalent) == [0, 1, 0, 2]
+    assert not equivalent.asked

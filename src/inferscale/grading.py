@@ -46,6 +46,9 @@ _WORKER_SCRIPT = Path(__file__).with_name("grading_worker.py")
 # are compared as text and plain numbers only: wrong unless the other answer reads the same.
 MAX_VERIFY_CHARS = 256
 MAX_VERIFY_DEPTH = 8  # of parentheses, brackets and braces together
+# A pool's budget of math-verify calls in `answer_classes`.
+VERIFY_CALLS_PER_ANSWER = 8
+MAX_TIMEOUTS_PER_POOL = 2
 
 
 # --- extraction ------------------------------------------------------------------------------
@@ -389,21 +392,50 @@ def is_equivalent(pred: str | None, gold: str, timeout_s: float = 5.0) -> bool:
 
 def answer_classes(
     answers: list[str | None],
-    equivalent: Callable[[str, str], bool] = is_equivalent,
+    equivalent: Callable[[str, str], bool | None] | None = None,
+    *,
+    verify_calls_per_answer: int = VERIFY_CALLS_PER_ANSWER,
+    max_timeouts: int = MAX_TIMEOUTS_PER_POOL,
 ) -> list[int | None]:
     """Equivalence-class ids (numbered by first appearance) of answers; None for None answers.
 
-    Each answer is compared (as the prediction) with the first member of every existing class.
+    Each answer joins the first class whose first member it is equivalent to, else opens one.
+    Answers equal as text or as plain numbers are equivalent without math-verify, and answers
+    beyond its bounds (`MAX_VERIFY_CHARS`, `MAX_VERIFY_DEPTH`) are equivalent only so; an
+    answer reading the same as an earlier one joins that one's class. The other pairs go to
+    `equivalent` (default: the default grader's `verdict`, math-verify's), given the answers
+    without enclosing `$`s and `\\boxed{}`s, within the pool's budget: at most
+    `verify_calls_per_answer` times the pool's size in calls, of which at most `max_timeouts`
+    answered None (math-verify timed out). Once either is spent, the pool's remaining such pairs
+    count as not equivalent: a pool costs at most that many calls (and timeouts), and the same
+    answers get the same classes, unless a timeout falls otherwise.
     """
-    representatives: list[str] = []
+    verdict = equivalent or default_grader().verdict
+    calls_left = verify_calls_per_answer * len(answers)
+    timeouts_left = max_timeouts
+    representatives: list[_Answer] = []
+    class_of_text: dict[str, int] = {}
     classes: list[int | None] = []
     for answer in answers:
         if answer is None:
             classes.append(None)
             continue
-        match = next((i for i, rep in enumerate(representatives) if equivalent(answer, rep)), None)
+        prepared = _prepare(answer)
+        match = class_of_text.get(prepared.text) if prepared.text else None
+        for i, rep in enumerate(representatives if match is None else ()):
+            result = _decide(prepared, rep)
+            if result is None and calls_left > 0 and timeouts_left > 0:
+                calls_left -= 1
+                result = verdict(prepared.bare, rep.bare)
+                if result is None:
+                    timeouts_left -= 1
+            if result:
+                match = i
+                break
         if match is None:
-            representatives.append(answer)
+            representatives.append(prepared)
             match = len(representatives) - 1
+        if prepared.text:
+            class_of_text.setdefault(prepared.text, match)
         classes.append(match)
     return classes
