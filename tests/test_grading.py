@@ -19,8 +19,9 @@ from inferscale.grading import (
     is_equivalent,
 )
 
-# Sympy does not finish comparing this power tower with 1 within 30 s (measured, math-verify 0.9).
-SLOW_PRED = r"9^{9^{9^{9}}}"
+# Sympy does not finish expanding this within 20 s (measured, math-verify 0.9), yet it is within
+# every bound that keeps an answer from math-verify.
+SLOW_PRED = r"(x+y+z)^{300}"
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +246,36 @@ def test_an_answer_that_cannot_be_read_grades_as_text(
         assert g.verdict("1", "1") is True
     assert "cannot read answer" in caplog.text
     g.close()
+
+
+@pytest.mark.parametrize(
+    "pred",
+    [
+        r"9^{9^{9^{9}}}",
+        r"9^{999999999}",
+        r"(10^{10})!",
+        r"\binom{10^{9}}{5 \cdot 10^{8}}",
+        r"\int_0^1 x^{10^{9}} dx",
+        r"100!!",
+        r"2^{-9^{9}}",
+    ],
+)
+def test_values_too_large_to_compute_are_refused(pred: str, grader: Grader) -> None:
+    # Refused: False, where a timeout would give None (each takes sympy minutes or more).
+    assert grader.verdict(pred, "1", timeout_s=60.0) is False
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        (r"2^{10}", "1024"),
+        (r"2^{2^{3}}", "256"),
+        (r"\frac{10!}{9!}", "10"),
+        ("(x+1)^{2}", "x^2+2x+1"),
+    ],
+)
+def test_large_but_computable_values_still_verify(pred: str, gold: str, grader: Grader) -> None:
+    assert grader.verdict(pred, gold) is True
 
 
 def test_none_prediction_is_wrong(grader: Grader) -> None:
