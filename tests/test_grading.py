@@ -265,6 +265,19 @@ def test_values_too_large_to_compute_are_refused(pred: str, grader: Grader) -> N
     assert grader.verdict(pred, "1", timeout_s=60.0) is False
 
 
+def test_an_answer_refused_as_too_large_is_not_sent_again(
+    verify_calls: list[tuple[str, str]],
+) -> None:
+    g = Grader(timeout_s=60.0)
+    tower = r"9^{9^{9^{9}}}"
+    assert g.verdict(tower, "1") is False
+    assert g.verdict(tower, "x") is False
+    assert g.verdict(r"\frac{1}{2}", f"${tower}$") is False
+    assert g.verdict(r"\frac{1}{2}", "0.5") is True
+    assert [pred for pred, _ in verify_calls] == [rf"\boxed{{{tower}}}", r"\boxed{\frac{1}{2}}"]
+    g.close()
+
+
 @pytest.mark.parametrize(
     ("pred", "gold"),
     [

@@ -302,6 +302,8 @@ class Grader:
     def __init__(self, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
         self._cache: dict[tuple[str, str], bool | None] = {}
+        # Answers the worker refused as too large to compute, which it would refuse again.
+        self._too_large: set[str] = set()
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
         self._stop: weakref.finalize | None = None
@@ -321,6 +323,8 @@ class Grader:
         result = _decide(pred, gold)
         if result is not None:
             return result
+        if pred.bare in self._too_large or gold.bare in self._too_large:
+            return False
         key = (pred.bare, gold.bare)  # bounded in size, unlike the answers they come from
         if key not in self._cache:
             self._cache[key] = self._math_verify(pred.bare, gold.bare, timeout_s)
@@ -343,6 +347,8 @@ class Grader:
                 return None
             if not response["ok"]:  # the worker is fine, the inputs are not
                 self._warn(f"failed ({response.get('error')})", pred, gold)
+                if "too_large" in response:
+                    self._too_large.add({"pred": pred, "gold": gold}[response["too_large"]])
                 return False
             return bool(response["result"])
 

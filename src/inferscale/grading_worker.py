@@ -5,10 +5,10 @@ neither the caller's `__main__` nor the `inferscale` package, only the standard 
 math-verify. It speaks one JSON object a line: after importing math-verify it writes
 `{"ready": true}`, then answers each request `{"pred": ..., "gold": ...}` (LaTeX the grader has
 already wrapped in `\\boxed{}`) with `{"ok": true, "result": bool}` or
-`{"ok": false, "error": str}` (also where an expression's value would be too large to compute,
-see `_check_size`). It exits at end of input, which is also what it sees when its parent dies
-(once done with the comparison at hand: sympy's big-integer arithmetic holds the GIL, so no
-watchdog thread could end it sooner).
+`{"ok": false, "error": str}`, with `"too_large": "pred"` (or `"gold"`) where that expression's
+value would be too large to compute (see `_check_size`). It exits at end of input, which is also
+what it sees when its parent dies (once done with the comparison at hand: sympy's big-integer
+arithmetic holds the GIL, so no watchdog thread could end it sooner).
 """
 
 from __future__ import annotations
@@ -51,17 +51,26 @@ def main() -> None:
         try:
             request = json.loads(line)
             # Math-verify's own timeouts use `signal.alarm`; the parent times calls instead.
-            gold = parse(request["gold"], parsing_timeout=None)
-            pred = parse(request["pred"], parsing_timeout=None)
-            for expr in (*gold, *pred):
-                _check_size(expr)
-            response: dict[str, Any] = {
+            parsed = {side: parse(request[side], parsing_timeout=None) for side in ("gold", "pred")}
+            response = _refusal(parsed) or {
                 "ok": True,
-                "result": bool(verify(gold, pred, timeout_seconds=None)),
+                "result": bool(verify(parsed["gold"], parsed["pred"], timeout_seconds=None)),
             }
         except Exception as e:  # reported to the parent, which counts the pair as wrong
             response = {"ok": False, "error": repr(e)}
         _send(out, response)
+
+
+def _refusal(parsed: dict[str, list]) -> dict[str, Any] | None:
+    """The response for a side too large to compute, if any; it tells the parent which side, so
+    that it need not send that answer again."""
+    for side, exprs in parsed.items():
+        try:
+            for expr in exprs:
+                _check_size(expr)
+        except _TooLarge as e:
+            return {"ok": False, "error": f"too large to compute: {e}", "too_large": side}
+    return None
 
 
 def _check_size(expr: Any) -> float | None:
