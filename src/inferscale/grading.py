@@ -1,9 +1,12 @@
 """Answer extraction and equivalence grading of math solutions.
 
 Equivalence runs a cheap string/number check first and math-verify only when that is not
-decisive. Math-verify's own timeouts use `signal.alarm`, which fails outside the main thread, so
-they are off and math-verify runs in a worker process that is killed when a call runs too long
-(sympy can spin for minutes on inputs such as `9^{9^{9^{9}}}`). The worker is a plain subprocess
+decisive and both answers are within its bounds (`MAX_VERIFY_CHARS`, `MAX_VERIFY_DEPTH`); the
+worker also refuses values too large to compute, such as `9^{9^{9^{9}}}`. Math-verify's own
+timeouts use `signal.alarm`, which fails outside the main thread, so they are off and
+math-verify runs in a worker process that is killed when a call runs too long (sympy can still
+spin for minutes on inputs such as `(x+y+z)^{300}`); such a comparison counts as not
+equivalent. Whatever an answer holds, grading it never raises. The worker is a plain subprocess
 running `grading_worker.py` (not a multiprocessing one), so it never re-imports the caller's
 `__main__`: scripts need no `if __name__ == "__main__":` guard, and a worker (re)start pays only
 for importing math-verify.
