@@ -453,6 +453,25 @@ def test_answer_classes_stops_verifying_after_timeouts() -> None:
     assert classes == list(range(32))
 
 
+def test_answer_classes_stops_verifying_an_answer_that_timed_out() -> None:
+    def equivalent(pred: str, gold: str) -> bool | None:
+        asked.append((pred, gold))
+        return None if "slow" in (pred, gold) else False
+
+    asked: list[tuple[str, str]] = []
+    assert answer_classes(["a", "b", "c", "slow", "d"], equivalent) == [0, 1, 2, 3, 4]
+    # `slow` is not compared again after timing out against a, neither with b and c nor with d.
+    assert asked == [
+        ("b", "a"),
+        ("c", "a"),
+        ("c", "b"),
+        ("slow", "a"),
+        ("d", "a"),
+        ("d", "b"),
+        ("d", "c"),
+    ]
+
+
 def test_answer_classes_compares_answers_reading_the_same_once() -> None:
     equivalent = _Counted(result=True)
     pool = ["x+y", "$x + y$", r"\boxed{x+y}", "y+x", "x+y", "y + x"]

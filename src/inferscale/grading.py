@@ -416,13 +416,17 @@ def answer_classes(
     without enclosing `$`s and `\\boxed{}`s, within the pool's budget: at most
     `verify_calls_per_answer` times the pool's size in calls, of which at most `max_timeouts`
     answered None (math-verify timed out). Once either is spent, the pool's remaining such pairs
-    count as not equivalent: a pool costs at most that many calls (and timeouts), and the same
-    answers get the same classes, unless a timeout falls otherwise.
+    count as not equivalent, as do all further pairs of an answer whose pair timed out, with the
+    classes after and, as a class's first member, with later answers: an answer sympy chokes on
+    tends to choke it against anything. So a pool costs at most that many calls and timeouts,
+    one for each answer that takes too long, and the same answers get the same classes, unless
+    a timeout falls otherwise.
     """
     verdict = equivalent or default_grader().verdict
     calls_left = verify_calls_per_answer * len(answers)
     timeouts_left = max_timeouts
     representatives: list[_Answer] = []
+    timed_out_classes: set[int] = set()
     class_of_text: dict[str, int] = {}
     classes: list[int | None] = []
     for answer in answers:
@@ -431,19 +435,24 @@ def answer_classes(
             continue
         prepared = _prepare(answer)
         match = class_of_text.get(prepared.text) if prepared.text else None
+        timed_out = False
         for i, rep in enumerate(representatives if match is None else ()):
             result = _decide(prepared, rep)
-            if result is None and calls_left > 0 and timeouts_left > 0:
+            verify = not timed_out and i not in timed_out_classes
+            if result is None and verify and calls_left > 0 and timeouts_left > 0:
                 calls_left -= 1
                 result = verdict(prepared.bare, rep.bare)
                 if result is None:
                     timeouts_left -= 1
+                    timed_out = True
             if result:
                 match = i
                 break
         if match is None:
             representatives.append(prepared)
             match = len(representatives) - 1
+            if timed_out:
+                timed_out_classes.add(match)
         if prepared.text:
             class_of_text.setdefault(prepared.text, match)
         classes.append(match)
