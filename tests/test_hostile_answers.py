@@ -81,13 +81,14 @@ SLOW = r"(x+y+z)^{300}"
 NORMAL = ["42", r"\frac{84}{2}", "42.0", "41", "x+1", "1+x", r"\sqrt{2}", "(1,2)", None]
 
 
-def hostile_pool(size: int = 32) -> list[str | None]:
+def hostile_pool(size: int = 32, slow: bool = True) -> list[str | None]:
     """`size` samples: three answers equivalent to GOLD (one by math-verify only), then the
-    hostile answers in the order above, with the slow one in the middle."""
+    hostile answers in the order above, with the slow one in the middle (if `slow`)."""
     hostile = [answer for answer, _ in HOSTILE.values()]
     pool: list[str | None] = list(NORMAL[:3])
     pool += [hostile[i % len(hostile)] for i in range(size - len(pool))]
-    pool[len(pool) // 2] = SLOW
+    if slow:
+        pool[len(pool) // 2] = SLOW
     return pool
 
 
