@@ -44,9 +44,10 @@ _WORKER_SCRIPT = Path(__file__).with_name("grading_worker.py")
 
 # Bounds on what math-verify is given. Its LaTeX parser slows down exponentially with nested
 # braces (16 deep: 53 s; measured, math-verify 0.9) and by a tenth of a second or more per nested
-# parenthesis, and its work grows with an answer's length, while MATH's answers are a few dozen
-# characters nesting 3 or 4 deep. Answers beyond these (without enclosing `$`s and `\\boxed{}`s)
-# are compared as text and plain numbers only: wrong unless the other answer reads the same.
+# parenthesis, and its work grows with an answer's length, while MATH's answers run to a few
+# dozen characters (a 3x3 matrix of fractions: about 150) nesting a few deep. Answers beyond
+# these (without enclosing `$`s and `\\boxed{}`s) are compared as text and plain numbers only:
+# wrong unless the other answer reads the same.
 MAX_VERIFY_CHARS = 256
 MAX_VERIFY_DEPTH = 8  # of parentheses, brackets and braces together
 # A pool's budget of math-verify calls in `answer_classes`.
