@@ -9,10 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from inferscale.grading import Grader, answer_classes, extract_answer, is_equivalent
+from inferscale import grading
+from inferscale.grading import (
+    MAX_VERIFY_CHARS,
+    MAX_VERIFY_DEPTH,
+    Grader,
+    answer_classes,
+    extract_answer,
+    is_equivalent,
+)
 
-# Sympy does not finish comparing this power tower with 1 within 30 s (measured, math-verify 0.9).
-SLOW_PRED = r"9^{9^{9^{9}}}"
+# Sympy does not finish expanding this within 20 s (measured, math-verify 0.9), yet it is within
+# every bound that keeps an answer from math-verify.
+SLOW_PRED = r"(x+y+z)^{300}"
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +160,137 @@ def test_fast_path_needs_no_math_verify(
     g.close()
 
 
+def test_numbers_of_any_length_compare_exactly() -> None:
+    # Python's int() refuses strings over 4,300 digits; a number that long is still a number.
+    g = Grader(timeout_s=0.0)  # every comparison here is the fast path's
+    huge = "9" * 4301
+    assert not g.equivalent(huge, "1")
+    assert not g.equivalent(extract_answer("The answer is: " + huge), "1")
+    assert g.equivalent(huge, huge + ".000")
+    assert not g.equivalent(huge, "9" * 4300 + "8")
+    assert g.equivalent("0." + "0" * 5000 + "1", "0." + "0" * 5000 + "10")
+    assert not g.equivalent("0." + "0" * 5000 + "1", "0")
+    g.close()
+
+
+@pytest.mark.parametrize("depth", [3000, 100_000])
+def test_deeply_nested_boxes_unwrap(depth: int) -> None:
+    # One recursion per `\boxed{` overflowed Python's stack at 3,000; one scan per layer made
+    # 100,000 layers quadratic.
+    g = Grader(timeout_s=0.0)  # every comparison here is the fast path's
+    nested = "\\boxed{" * depth + " $7$ " + "}" * depth
+    assert g.equivalent(nested, "7")
+    assert not g.equivalent(nested, "8")
+    assert g.equivalent(extract_answer("The answer is: " + nested), "7.0")
+    assert extract_answer("so " + nested) == "$7$"
+    g.close()
+
+
+@pytest.fixture
+def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """What every grader sends its math-verify worker from now on (the calls still run)."""
+    sent: list[tuple[str, str]] = []
+    verify = grading._Worker.verify
+
+    def counted(self, pred: str, gold: str, timeout_s: float) -> dict:
+        sent.append((pred, gold))
+        return verify(self, pred, gold, timeout_s)
+
+    monkeypatch.setattr(grading._Worker, "verify", counted)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("pred", "equals_itself"),
+    [
+        ("x+" * MAX_VERIFY_CHARS + "1", True),
+        ("(" * (MAX_VERIFY_DEPTH + 1) + "1" + ")" * (MAX_VERIFY_DEPTH + 1), True),
+        ("{" * 16 + "1" + "}" * 16, True),  # math-verify's parser: 53 s (measured)
+        (r"\frac{1}{" * 50 + "2" + "}" * 50, True),
+        (" \n\t ", False),  # no answer
+        (r"\boxed{\,}", False),
+    ],
+    ids=["long", "deep-parens", "deep-braces", "deep-fracs", "whitespace", "empty-box"],
+)
+def test_answers_beyond_bounds_never_reach_math_verify(
+    pred: str, equals_itself: bool, verify_calls: list[tuple[str, str]]
+) -> None:
+    g = Grader(timeout_s=0.0)  # a call would time out, and return None
+    assert g.verdict(pred, "1") is False
+    assert g.verdict("1", pred) is False
+    assert g.verdict(pred, r"\frac{1}{2}") is False
+    assert g.verdict(pred, pred) is equals_itself
+    assert not verify_calls
+    g.close()
+
+
+def test_answer_equal_as_text_needs_no_math_verify(verify_calls: list[tuple[str, str]]) -> None:
+    g = Grader(timeout_s=0.0)
+    long = r"\frac{x}{2}+" * 100 + "x"
+    assert g.equivalent(long, f"$\\boxed{{{long}}}$")
+    assert g.equivalent(r"\left(\frac12, 3\right)", r"(\dfrac12,3)")
+    assert not verify_calls
+    g.close()
+
+
+def test_an_answer_that_cannot_be_read_grades_as_text(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(s: str) -> str:
+        raise RecursionError("unforeseen")
+
+    monkeypatch.setattr(grading, "_unwrap", broken)
+    g = Grader(timeout_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="inferscale.grading"):
+        assert g.verdict("$1$", "1") is False
+        assert g.verdict("1", "1") is True
+    assert "cannot read answer" in caplog.text
+    g.close()
+
+
+@pytest.mark.parametrize(
+    "pred",
+    [
+        r"9^{9^{9^{9}}}",
+        r"9^{999999999}",
+        r"(10^{10})!",
+        r"\binom{10^{9}}{5 \cdot 10^{8}}",
+        r"\int_0^1 x^{10^{9}} dx",
+        r"100!!",
+        r"2^{-9^{9}}",
+    ],
+)
+def test_values_too_large_to_compute_are_refused(pred: str, grader: Grader) -> None:
+    # Refused: False, where a timeout would give None (each takes sympy minutes or more).
+    assert grader.verdict(pred, "1", timeout_s=60.0) is False
+
+
+def test_an_answer_refused_as_too_large_is_not_sent_again(
+    verify_calls: list[tuple[str, str]],
+) -> None:
+    g = Grader(timeout_s=60.0)
+    tower = r"9^{9^{9^{9}}}"
+    assert g.verdict(tower, "1") is False
+    assert g.verdict(tower, "x") is False
+    assert g.verdict(r"\frac{1}{2}", f"${tower}$") is False
+    assert g.verdict(r"\frac{1}{2}", "0.5") is True
+    assert [pred for pred, _ in verify_calls] == [rf"\boxed{{{tower}}}", r"\boxed{\frac{1}{2}}"]
+    g.close()
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        (r"2^{10}", "1024"),
+        (r"2^{2^{3}}", "256"),
+        (r"\frac{10!}{9!}", "10"),
+        ("(x+1)^{2}", "x^2+2x+1"),
+    ],
+)
+def test_large_but_computable_values_still_verify(pred: str, gold: str, grader: Grader) -> None:
+    assert grader.verdict(pred, gold) is True
+
+
 def test_none_prediction_is_wrong(grader: Grader) -> None:
     assert not grader.equivalent(None, "1")
     assert not is_equivalent(None, "1")
@@ -173,13 +313,14 @@ def test_slow_comparison_times_out_and_grader_recovers(caplog: pytest.LogCapture
     assert g.equivalent("x+1", "1+x")  # the worker is up before timing
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="inferscale.grading"):
-        assert not g.equivalent(SLOW_PRED, "1")
+        assert g.verdict(SLOW_PRED, "1") is None
     elapsed = time.monotonic() - start
     assert elapsed < 1.0 + 2.0
     assert "timed out" in caplog.text and SLOW_PRED in caplog.text
 
     start = time.monotonic()
     assert not g.equivalent(SLOW_PRED, "1")  # cached, not re-run
+    assert g.verdict(SLOW_PRED, "1") is None
     assert time.monotonic() - start < 0.1
     assert g.equivalent(r"\frac{2}{4}", "0.5")  # on a fresh worker
     g.close()
@@ -270,10 +411,83 @@ def test_worker_exits_when_its_parent_dies(tmp_path: Path) -> None:
 
 def test_answer_classes_in_order_of_first_appearance(grader: Grader) -> None:
     answers = ["3", None, r"\frac12", "0.5", "3.0", r"\boxed{3}", "(1,2)", "(1, 2)", "x", None]
-    assert answer_classes(answers, grader.equivalent) == [0, None, 1, 1, 0, 0, 2, 2, 3, None]
+    expected = [0, None, 1, 1, 0, 0, 2, 2, 3, None]
+    assert answer_classes(answers, grader.verdict) == expected
+    assert answer_classes(answers, grader.equivalent) == expected
+    assert answer_classes(answers) == expected
 
 
 def test_answer_classes_edge_cases() -> None:
     assert answer_classes([]) == []
     assert answer_classes([None, None]) == [None, None]
     assert answer_classes(["a", "b", "a"], lambda x, y: x == y) == [0, 1, 0]
+
+
+class _Counted:
+    """An equivalence that answers `result` and records what it was asked."""
+
+    def __init__(self, result: bool | None = False) -> None:
+        self.result = result
+        self.asked: list[tuple[str, str]] = []
+
+    def __call__(self, pred: str, gold: str) -> bool | None:
+        self.asked.append((pred, gold))
+        return self.result
+
+
+def test_answer_classes_bounds_a_pools_comparisons() -> None:
+    # 32 answers no string or number check can tell apart: all pairs would be 496 comparisons.
+    answers = [f"x+{i}y" for i in range(32)]
+    equivalent = _Counted()
+    classes = answer_classes(answers, equivalent)
+    assert len(equivalent.asked) == 8 * 32
+    # Once the budget is spent, what was not compared counts as not equivalent: a class each.
+    assert classes == list(range(32))
+    assert answer_classes(answers, _Counted()) == classes  # the same every time
+
+
+def test_answer_classes_stops_verifying_after_timeouts() -> None:
+    equivalent = _Counted(result=None)  # every call times out
+    classes = answer_classes([f"x+{i}y" for i in range(32)], equivalent, max_timeouts=2)
+    assert len(equivalent.asked) == 2
+    assert classes == list(range(32))
+
+
+def test_answer_classes_stops_verifying_an_answer_that_timed_out() -> None:
+    def equivalent(pred: str, gold: str) -> bool | None:
+        asked.append((pred, gold))
+        return None if "slow" in (pred, gold) else False
+
+    asked: list[tuple[str, str]] = []
+    assert answer_classes(["a", "b", "c", "slow", "d"], equivalent) == [0, 1, 2, 3, 4]
+    # `slow` is not compared again after timing out against a, neither with b and c nor with d.
+    assert asked == [
+        ("b", "a"),
+        ("c", "a"),
+        ("c", "b"),
+        ("slow", "a"),
+        ("d", "a"),
+        ("d", "b"),
+        ("d", "c"),
+    ]
+
+
+def test_answer_classes_compares_answers_reading_the_same_once() -> None:
+    equivalent = _Counted(result=True)
+    pool = ["x+y", "$x + y$", r"\boxed{x+y}", "y+x", "x+y", "y + x"]
+    assert answer_classes(pool, equivalent) == [0, 0, 0, 0, 0, 0]
+    assert equivalent.asked == [("y+x", "x+y")]
+
+
+def test_answer_classes_with_no_budget_uses_text_and_numbers_only() -> None:
+    equivalent = _Counted(result=True)
+    pool = ["3", "3.0", r"\frac{6}{2}", "$3$", r"\boxed{3}"]
+    assert answer_classes(pool, equivalent, verify_calls_per_answer=0) == [0, 0, 1, 0, 0]
+    assert not equivalent.asked
+
+
+def test_answer_classes_keep_oversized_answers_from_the_equivalence() -> None:
+    equivalent = _Counted(result=True)
+    huge = "x" * (MAX_VERIFY_CHARS + 1)
+    assert answer_classes([huge, "x", huge, huge + "y"], equivalent) == [0, 1, 0, 2]
+    assert not equivalent.asked

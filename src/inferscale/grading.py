@@ -1,9 +1,12 @@
 """Answer extraction and equivalence grading of math solutions.
 
 Equivalence runs a cheap string/number check first and math-verify only when that is not
-decisive. Math-verify's own timeouts use `signal.alarm`, which fails outside the main thread, so
-they are off and math-verify runs in a worker process that is killed when a call runs too long
-(sympy can spin for minutes on inputs such as `9^{9^{9^{9}}}`). The worker is a plain subprocess
+decisive and both answers are within its bounds (`MAX_VERIFY_CHARS`, `MAX_VERIFY_DEPTH`); the
+worker also refuses values too large to compute, such as `9^{9^{9^{9}}}`. Math-verify's own
+timeouts use `signal.alarm`, which fails outside the main thread, so they are off and
+math-verify runs in a worker process that is killed when a call runs too long (sympy can still
+spin for minutes on inputs such as `(x+y+z)^{300}`); such a comparison counts as not
+equivalent. Whatever an answer holds, grading it never raises. The worker is a plain subprocess
 running `grading_worker.py` (not a multiprocessing one), so it never re-imports the caller's
 `__main__`: scripts need no `if __name__ == "__main__":` guard, and a worker (re)start pays only
 for importing math-verify.
@@ -22,19 +25,34 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
-from fractions import Fraction
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BRACE = re.compile(r"[{}]")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _LATEX_NOISE = re.compile(r"\\(?:left|right)(?![a-zA-Z])|\\[!,;: ]|\s+")
 _STARTUP_TIMEOUT_S = 60.0
 _WORKER_SCRIPT = Path(__file__).with_name("grading_worker.py")
+
+# Bounds on what math-verify is given. Its LaTeX parser slows down exponentially with nested
+# braces (16 deep: 53 s; measured, math-verify 0.9) and by a tenth of a second or more per nested
+# parenthesis, and its work grows with an answer's length, while MATH's answers run to a few
+# dozen characters (a 3x3 matrix of fractions: about 150) nesting a few deep. Answers beyond
+# these (without enclosing `$`s and `\\boxed{}`s) are compared as text and plain numbers only:
+# wrong unless the other answer reads the same.
+MAX_VERIFY_CHARS = 256
+MAX_VERIFY_DEPTH = 8  # of parentheses, brackets and braces together
+# A pool's budget of math-verify calls in `answer_classes`.
+VERIFY_CALLS_PER_ANSWER = 8
+MAX_TIMEOUTS_PER_POOL = 2
 
 
 # --- extraction ------------------------------------------------------------------------------
@@ -67,10 +85,10 @@ def _after_phrase(text: str, answer_phrase: str, tag: str) -> str | None:
 
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; else None."""
-    matches = list(_BOXED.finditer(text))
-    if not matches:
+    last = deque(_BOXED.finditer(text), maxlen=1)  # not a list of every match
+    if not last:
         return None
-    start = matches[-1].end()
+    start = last[0].end()
     end = _closing_brace(text, start)
     return None if end is None else text[start:end].strip()
 
@@ -104,46 +122,108 @@ def _strip_period(s: str) -> str:
 
 
 def _unwrap(s: str) -> str:
-    """Drop surrounding whitespace, `$...$` and a `\\boxed{}` enclosing the whole answer."""
-    s = s.strip()
-    if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
-        s = s.strip("$").strip()
-    match = _BOXED.match(s)
-    if match and _closing_brace(s, match.end()) == len(s) - 1:
-        return _unwrap(s[match.end() : -1])
-    return s
+    """Drop surrounding whitespace, `$...$` and `\\boxed{}`s enclosing the whole answer."""
+    # A loop over a window of `s` with the braces matched once: recursing per layer overflowed
+    # the stack, and rescanning per layer was quadratic, on answers nesting thousands of boxes.
+    lo, hi = _strip_span(s, 0, len(s))
+    closing: dict[int, int] | None = None
+    while True:
+        if hi - lo >= 2 and s[lo] == "$" and s[hi - 1] == "$":
+            while lo < hi and s[lo] == "$":
+                lo += 1
+            while hi > lo and s[hi - 1] == "$":
+                hi -= 1
+            lo, hi = _strip_span(s, lo, hi)
+        match = _BOXED.match(s, lo, hi)
+        if not match:
+            break
+        if closing is None:
+            closing = _closing_braces(s)
+        if closing.get(match.end() - 1) != hi - 1:
+            break
+        lo, hi = _strip_span(s, match.end(), hi - 1)
+    return s[lo:hi]
 
 
-def _normalise(s: str) -> str:
-    s = _LATEX_NOISE.sub("", _unwrap(s))
-    return _strip_period(s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac"))
+def _strip_span(s: str, lo: int, hi: int) -> tuple[int, int]:
+    """`s[lo:hi]`'s bounds without its surrounding whitespace (as `str.strip()`)."""
+    while lo < hi and s[lo].isspace():
+        lo += 1
+    while hi > lo and s[hi - 1].isspace():
+        hi -= 1
+    return lo, hi
 
 
-def _as_number(s: str) -> Fraction | None:
+def _closing_braces(s: str) -> dict[int, int]:
+    """The index of the brace closing each opening brace of `s` that is closed."""
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    for brace in _BRACE.finditer(s):
+        if brace.group() == "{":
+            opened.append(brace.start())
+        elif opened:
+            closing[opened.pop()] = brace.start()
+    return closing
+
+
+def _as_number(s: str) -> Decimal | None:
     s = s.removeprefix("\\$").removeprefix("$")
     if not _NUMBER.fullmatch(s):
         return None
-    return Fraction(s.replace(",", ""))
+    # Decimal, not int or Fraction: Python refuses int strings over 4,300 digits, while a
+    # Decimal reads any length exactly and compares exactly, whatever its context's precision.
+    return Decimal(s.replace(",", ""))
 
 
-def _fast_equivalent(pred: str, gold: str) -> bool | None:
+def _nesting(s: str) -> int:
+    depth = deepest = 0
+    for c in s:
+        if c in "({[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ")}]":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An answer as the comparisons read it, prepared once however many comparisons it is in."""
+
+    bare: str  # without enclosing whitespace, `$`s and `\\boxed{}`s: what math-verify reads
+    text: str  # `bare` without LaTeX spacing; answers equal as text are equivalent
+    number: Decimal | None  # its value, if a plain number
+    verifiable: bool  # within math-verify's bounds
+
+
+def _prepare(answer: str) -> _Answer:
+    try:
+        bare = _unwrap(answer)
+        text = _LATEX_NOISE.sub("", bare).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+        text = _strip_period(text)
+        verifiable = len(bare) <= MAX_VERIFY_CHARS and _nesting(bare) <= MAX_VERIFY_DEPTH
+        return _Answer(bare, text, _as_number(text), verifiable)
+    except Exception:
+        # Whatever an answer holds, grading must not raise: a resumed evaluation samples the
+        # same answers again, so an answer that broke grading would break every retry.
+        logger.warning("cannot read answer %r; compared as it is", _short(answer), exc_info=True)
+        return _Answer(answer, answer, None, False)
+
+
+def _decide(pred: _Answer, gold: _Answer) -> bool | None:
     """True/False when decidable without math-verify, else None."""
-    p, g = _normalise(pred), _normalise(gold)
-    if p == g:
-        return bool(p)
-    p_num, g_num = _as_number(p), _as_number(g)
-    if p_num is not None and g_num is not None:
-        return p_num == g_num
+    if not pred.text or not gold.text:
+        return False
+    if pred.text == gold.text:
+        return True
+    if pred.number is not None and gold.number is not None:
+        return pred.number == gold.number
+    if not (pred.verifiable and gold.verifiable):
+        return False
     return None
 
 
 # --- math-verify in a worker process ---------------------------------------------------------
-
-
-def _as_latex(s: str) -> str:
-    """Math-verify only reads LaTeX inside delimiters; `\\boxed{}` is its preferred one."""
-    s = _unwrap(s)
-    return f"\\boxed{{{s}}}"
 
 
 class _WorkerError(Exception):
@@ -225,38 +305,54 @@ class Grader:
 
     def __init__(self, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
-        self._cache: dict[tuple[str, str], bool] = {}
+        self._cache: dict[tuple[str, str], bool | None] = {}
+        # Answers the worker refused as too large to compute, which it would refuse again.
+        self._too_large: set[str] = set()
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
         self._stop: weakref.finalize | None = None
 
     def equivalent(self, pred: str | None, gold: str, timeout_s: float | None = None) -> bool:
+        """Whether `pred` is equivalent to `gold`. Never raises on an answer: a comparison that
+        math-verify fails on, or does not finish within the timeout, counts as not equivalent."""
+        return self.verdict(pred, gold, timeout_s) is True
+
+    def verdict(self, pred: str | None, gold: str, timeout_s: float | None = None) -> bool | None:
+        """As `equivalent`, but None where math-verify timed out (or its worker died)."""
         if pred is None:
             return False
-        key = (pred, gold)
+        return self._verdict(_prepare(pred), _prepare(gold), timeout_s)
+
+    def _verdict(self, pred: _Answer, gold: _Answer, timeout_s: float | None) -> bool | None:
+        result = _decide(pred, gold)
+        if result is not None:
+            return result
+        if pred.bare in self._too_large or gold.bare in self._too_large:
+            return False
+        key = (pred.bare, gold.bare)  # bounded in size, unlike the answers they come from
         if key not in self._cache:
-            result = _fast_equivalent(pred, gold)
-            if result is None:
-                result = self._math_verify(pred, gold, timeout_s)
-            self._cache[key] = result
+            self._cache[key] = self._math_verify(pred.bare, gold.bare, timeout_s)
         return self._cache[key]
 
     def close(self) -> None:
         with self._lock:
             self._kill()
 
-    def _math_verify(self, pred: str, gold: str, timeout_s: float | None) -> bool:
+    def _math_verify(self, pred: str, gold: str, timeout_s: float | None) -> bool | None:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         with self._lock:
             worker = self._worker or self._start()
             try:
-                response = worker.verify(_as_latex(pred), _as_latex(gold), timeout_s)
+                # Math-verify only reads LaTeX inside delimiters; `\\boxed{}` is its preferred one.
+                response = worker.verify(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}", timeout_s)
             except _WorkerError as e:
                 self._kill()
                 self._warn(str(e), pred, gold)
-                return False
+                return None
             if not response["ok"]:  # the worker is fine, the inputs are not
                 self._warn(f"failed ({response.get('error')})", pred, gold)
+                if "too_large" in response:
+                    self._too_large.add({"pred": pred, "gold": gold}[response["too_large"]])
                 return False
             return bool(response["result"])
 
@@ -306,21 +402,59 @@ def is_equivalent(pred: str | None, gold: str, timeout_s: float = 5.0) -> bool:
 
 def answer_classes(
     answers: list[str | None],
-    equivalent: Callable[[str, str], bool] = is_equivalent,
+    equivalent: Callable[[str, str], bool | None] | None = None,
+    *,
+    verify_calls_per_answer: int = VERIFY_CALLS_PER_ANSWER,
+    max_timeouts: int = MAX_TIMEOUTS_PER_POOL,
 ) -> list[int | None]:
     """Equivalence-class ids (numbered by first appearance) of answers; None for None answers.
 
-    Each answer is compared (as the prediction) with the first member of every existing class.
+    Each answer joins the first class whose first member it is equivalent to, else opens one.
+    Answers equal as text or as plain numbers are equivalent without math-verify, and answers
+    beyond its bounds (`MAX_VERIFY_CHARS`, `MAX_VERIFY_DEPTH`) are equivalent only so; an
+    answer reading the same as an earlier one joins that one's class. The other pairs go to
+    `equivalent` (default: the default grader's `verdict`, math-verify's), given the answers
+    without enclosing `$`s and `\\boxed{}`s, within the pool's budget: at most
+    `verify_calls_per_answer` times the pool's size in calls, of which at most `max_timeouts`
+    answered None (math-verify timed out). Once either is spent, the pool's remaining such pairs
+    count as not equivalent, as do all further pairs of an answer whose pair timed out, with the
+    classes after and, as a class's first member, with later answers: an answer sympy chokes on
+    tends to choke it against anything. So a pool costs at most that many calls and timeouts,
+    one for each answer that takes too long, and the same answers get the same classes, unless
+    a timeout falls otherwise.
     """
-    representatives: list[str] = []
+    verdict = equivalent or default_grader().verdict
+    calls_left = verify_calls_per_answer * len(answers)
+    timeouts_left = max_timeouts
+    representatives: list[_Answer] = []
+    timed_out_classes: set[int] = set()
+    class_of_text: dict[str, int] = {}
     classes: list[int | None] = []
     for answer in answers:
         if answer is None:
             classes.append(None)
             continue
-        match = next((i for i, rep in enumerate(representatives) if equivalent(answer, rep)), None)
+        prepared = _prepare(answer)
+        match = class_of_text.get(prepared.text) if prepared.text else None
+        timed_out = False
+        for i, rep in enumerate(representatives if match is None else ()):
+            result = _decide(prepared, rep)
+            verify = not timed_out and i not in timed_out_classes
+            if result is None and verify and calls_left > 0 and timeouts_left > 0:
+                calls_left -= 1
+                result = verdict(prepared.bare, rep.bare)
+                if result is None:
+                    timeouts_left -= 1
+                    timed_out = True
+            if result:
+                match = i
+                break
         if match is None:
-            representatives.append(answer)
+            representatives.append(prepared)
             match = len(representatives) - 1
+            if timed_out:
+                timed_out_classes.add(match)
+        if prepared.text:
+            class_of_text.setdefault(prepared.text, match)
         classes.append(match)
     return classes
