@@ -55,6 +55,8 @@ bench: $(VLLM_STAMP)
 		--out bench/results/search_speed_vllm.json
 	$(BIN)/python bench/backend_throughput.py --config $(CONFIG)
 	$(BIN)/python bench/analyze_refresh.py --config $(CONFIG)
+	$(BIN)/python bench/hostile_grading.py
+	$(BIN)/python bench/fault_injection.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -53,7 +53,8 @@ from inferscale.stages import Plan, plan  # noqa: E402
 RUN_TIMEOUT_S = 900
 # The resumed run's own count of what each evaluation store still lacked, as its task logs it.
 TODO_LINE = re.compile(
-    r"Task run 'evaluate-(\w+)' - (\S+): (\d+) questions(' samples)? to (generate|search|score)"
+    r"Task run 'evaluate-(\w+)' - (?:\1 )?(\S+): (\d+) questions(' samples)? to "
+    r"(generate|search|score)"
 )
 # Result files; the JSON ones are compared without their timings (keys naming seconds), and the
 # analysis figures and HTML report, which embed timings, are left out.
@@ -240,7 +241,9 @@ def trial(
             not_prefix.append(name)
     results = result_files(p)
     differing = sorted(
-        k for k in reference.keys() | results.keys() if reference.get(k) != results.get(k)
+        k
+        for k in reference_files.keys() | results.keys()
+        if reference_files.get(k) != results.get(k)
     )
     row = {
         "stop": how,
