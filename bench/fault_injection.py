@@ -42,11 +42,16 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from pipeline_config import tiny_config, write_config  # noqa: E402
+from pipeline_config import (  # noqa: E402
+    run_processes,
+    shared_buffers_left,
+    start_run,
+    tiny_config,
+    write_config,
+)
 
 from inferscale.artifacts import COMPLETE_MARKER, STARTED_MARKER  # noqa: E402
 from inferscale.config import load_config  # noqa: E402
-from inferscale.models.processes import shared_buffers  # noqa: E402
 from inferscale.results import ResultStore  # noqa: E402
 from inferscale.stages import Plan, plan  # noqa: E402
 
@@ -67,17 +72,6 @@ def without_timings(value):
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value
-
-
-def start(config_path: Path, workdir: Path, log: Path) -> subprocess.Popen:
-    with log.open("a") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "inferscale.cli", "run", str(config_path)],
-            env={**os.environ, "PREFECT_HOME": str(workdir / "prefect")},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
 
 
 def experiment(workdir: Path) -> tuple[Path, Plan]:
@@ -137,35 +131,6 @@ def snapshot(p: Plan) -> dict[str, tuple[int, bytes]]:
     return out
 
 
-def run_processes(workdir: Path) -> list[psutil.Process]:
-    """Every live process of the run started in `workdir`: those whose command line names one
-    of its files, and those with its PREFECT_HOME (the CLI's descendants: Prefect's server, the
-    grader's worker, the training launcher and ranks), whoever their parent is now."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
-        if process.pid == os.getpid() or process.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            home = process.environ().get("PREFECT_HOME", "")
-        except (psutil.AccessDenied, psutil.NoSuchProcess):
-            home = ""
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if str(workdir) in cmdline or home.startswith(str(workdir)):
-            found.append(process)
-    return found
-
-
-def shared_buffers_left(workdir: Path) -> list[str]:
-    """The DeepSpeed shared-memory buffers of this trial's trainings, by the ports their logs
-    name (another training on the machine has its own)."""
-    ports = {
-        int(port)
-        for log in workdir.rglob("train.log")
-        for port in re.findall(r"--master_port[= ](\d+)", log.read_text(errors="replace"))
-    }
-    return [str(b) for port in sorted(ports) for b in shared_buffers(port)]
-
-
 def left_behind(workdir: Path, within_s: float = 20.0) -> list[str]:
     deadline = time.monotonic() + within_s
     while (left := run_processes(workdir)) and time.monotonic() < deadline:
@@ -203,8 +168,7 @@ def trial(
     reference_plan, reference_files = reference
     seed_finished(reference_plan, p, target)
     artifact = p.all()[target]
-    log = workdir / "run.log"
-    proc = start(config_path, workdir, log)
+    proc = start_run(config_path, workdir, "run.log")
     while not (artifact.path / STARTED_MARKER).is_file() and proc.poll() is None:
         time.sleep(0.05)
     entered = time.monotonic()
@@ -222,10 +186,10 @@ def trial(
     code = proc.wait(timeout=RUN_TIMEOUT_S)
     exit_s = time.monotonic() - stopped
     left = left_behind(workdir)
-    shm_left = shared_buffers_left(workdir)
+    shm_left = [str(b) for b in shared_buffers_left(workdir)]
     before = snapshot(p)
     resume_log = workdir / "resume.log"
-    resumed = start(config_path, workdir, resume_log)
+    resumed = start_run(config_path, workdir, "resume.log")
     resumed_code = resumed.wait(timeout=RUN_TIMEOUT_S)
     said = resume_log.read_text()
     todo = {
@@ -280,7 +244,7 @@ def main() -> None:
         config_path, p = experiment(base / "reference")
         started = time.time()
         t0 = time.monotonic()
-        proc = start(config_path, base / "reference", base / "reference" / "run.log")
+        proc = start_run(config_path, base / "reference", "run.log")
         if proc.wait(timeout=RUN_TIMEOUT_S) != 0:
             sys.exit(f"error: the uninterrupted run failed; see {base / 'reference' / 'run.log'}")
         reference_s = time.monotonic() - t0

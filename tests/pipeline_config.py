@@ -4,11 +4,15 @@ each, 16 questions, every strategy."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import yaml
+
+from inferscale.models.processes import shared_buffers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,3 +107,32 @@ def start_run(config_path: Path, workdir: Path, log_name: str) -> subprocess.Pop
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def run_processes(workdir: Path) -> list[psutil.Process]:
+    """Every live process of the run started in `workdir`: those whose command line names one
+    of its files, and those with its PREFECT_HOME (the CLI's descendants: Prefect's server, the
+    grader's worker, the training launcher and ranks), whoever their parent is now."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.pid == os.getpid() or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            home = process.environ().get("PREFECT_HOME", "")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            home = ""
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(workdir) in cmdline or home.startswith(str(workdir)):
+            found.append(process)
+    return found
+
+
+def shared_buffers_left(workdir: Path) -> list[Path]:
+    """The DeepSpeed shared-memory buffers of this run's trainings (by the port each used, which
+    its log names), not those of any other training on the machine."""
+    ports = {
+        int(port)
+        for log in workdir.rglob("train.log")
+        for port in re.findall(r"--master_port[= ](\d+)", log.read_text(errors="replace"))
+    }
+    return [b for port in sorted(ports) for b in shared_buffers(port)]

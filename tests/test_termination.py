@@ -5,7 +5,6 @@ exits promptly, and keeps the stages it finished."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -13,10 +12,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pipeline_config import start_run, tiny_config, write_config
+from pipeline_config import (
+    run_processes,
+    shared_buffers_left,
+    start_run,
+    tiny_config,
+    write_config,
+)
 
 from inferscale.config import load_config
-from inferscale.models.processes import shared_buffers
 from inferscale.stages import plan
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -29,24 +33,6 @@ def is_rank(process: psutil.Process) -> bool:
     """A training rank itself, not the `deepspeed` runner, whose arguments also name the module."""
     cmdline = process.cmdline()
     return "-m" in cmdline and "inferscale.models.sft" in cmdline
-
-
-def run_processes(workdir: Path) -> list[psutil.Process]:
-    """Every live process of the run started in `workdir`: those whose command line names one
-    of its files, and those with its PREFECT_HOME (the CLI's descendants: Prefect's server, the
-    grader's worker, the training launcher and ranks), whoever their parent is now."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
-        if process.pid == os.getpid() or process.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            home = process.environ().get("PREFECT_HOME", "")
-        except (psutil.AccessDenied, psutil.NoSuchProcess):
-            home = ""
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if str(workdir) in cmdline or home.startswith(str(workdir)):
-            found.append(process)
-    return found
 
 
 def wait_for_rank(proc: subprocess.Popen, workdir: Path, timeout_s: float) -> None:
@@ -62,17 +48,6 @@ def wait_for_rank(proc: subprocess.Popen, workdir: Path, timeout_s: float) -> No
                 continue
         time.sleep(0.1)
     raise AssertionError(f"no SFT rank started within {timeout_s} s")
-
-
-def shared_buffers_left(workdir: Path) -> list[Path]:
-    """The DeepSpeed shared-memory buffers of this run's trainings (by the port each used, which
-    its log names), not those of any other training on the machine."""
-    ports = {
-        int(port)
-        for log in workdir.rglob("train.log")
-        for port in re.findall(r"--master_port[= ](\d+)", log.read_text(errors="replace"))
-    }
-    return [b for port in sorted(ports) for b in shared_buffers(port)]
 
 
 def training_left(workdir: Path, within_s: float) -> list[str]:
