@@ -28,3 +28,19 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """What every grader sends its math-verify worker from now on (the calls still run)."""
+    from inferscale.grading import _Worker
+
+    sent: list[tuple[str, str]] = []
+    verify = _Worker.verify
+
+    def counted(self, pred: str, gold: str, timeout_s: float) -> dict:
+        sent.append((pred, gold))
+        return verify(self, pred, gold, timeout_s)
+
+    monkeypatch.setattr(_Worker, "verify", counted)
+    return sent

@@ -186,20 +186,6 @@ def test_deeply_nested_boxes_unwrap(depth: int) -> None:
     g.close()
 
 
-@pytest.fixture
-def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """What every grader sends its math-verify worker from now on (the calls still run)."""
-    sent: list[tuple[str, str]] = []
-    verify = grading._Worker.verify
-
-    def counted(self, pred: str, gold: str, timeout_s: float) -> dict:
-        sent.append((pred, gold))
-        return verify(self, pred, gold, timeout_s)
-
-    monkeypatch.setattr(grading._Worker, "verify", counted)
-    return sent
-
-
 @pytest.mark.parametrize(
     ("pred", "equals_itself"),
     [

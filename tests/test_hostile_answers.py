@@ -113,20 +113,6 @@ def quick_grader() -> Iterator[Grader]:
     g.close()
 
 
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """What graders send their math-verify worker from now on (the calls still run)."""
-    requests: list[tuple[str, str]] = []
-    verify = grading._Worker.verify
-
-    def counted(self, pred: str, gold: str, timeout_s: float) -> dict:
-        requests.append((pred, gold))
-        return verify(self, pred, gold, timeout_s)
-
-    monkeypatch.setattr(grading._Worker, "verify", counted)
-    return requests
-
-
 def _within_bounds(latex: str) -> bool:
     bare = latex.removeprefix("\\boxed{").removesuffix("}")
     return len(bare) <= MAX_VERIFY_CHARS and grading._nesting(bare) <= MAX_VERIFY_DEPTH
@@ -134,14 +120,14 @@ def _within_bounds(latex: str) -> bool:
 
 @pytest.mark.parametrize(("answer", "expected"), HOSTILE.values(), ids=HOSTILE.keys())
 def test_hostile_answer_grades(
-    answer: str, expected: bool, grader: Grader, sent: list[tuple[str, str]]
+    answer: str, expected: bool, grader: Grader, verify_calls: list[tuple[str, str]]
 ) -> None:
     assert grader.equivalent(answer, GOLD) is expected
     assert grader.equivalent(GOLD, answer) is expected
     assert grader.equivalent(answer, answer) is bool(grading._prepare(answer).text)
     # Refused (False) or compared (True/False); no hostile answer here runs into the timeout.
     assert grader.verdict(answer, GOLD) is expected
-    assert all(_within_bounds(pred) and _within_bounds(gold) for pred, gold in sent)
+    assert all(_within_bounds(pred) and _within_bounds(gold) for pred, gold in verify_calls)
 
 
 @pytest.mark.parametrize(("answer", "expected"), HOSTILE.values(), ids=HOSTILE.keys())
@@ -160,7 +146,7 @@ def test_slow_answer_counts_as_wrong(quick_grader: Grader) -> None:
 
 
 def test_hostile_pool_stays_within_its_bounds(
-    quick_grader: Grader, sent: list[tuple[str, str]]
+    quick_grader: Grader, verify_calls: list[tuple[str, str]]
 ) -> None:
     pool = hostile_pool()
     timeouts = []
@@ -173,9 +159,9 @@ def test_hostile_pool_stays_within_its_bounds(
 
     classes = answer_classes(pool, verdict)
     assert len(classes) == len(pool)
-    assert len(sent) <= VERIFY_CALLS_PER_ANSWER * len(pool)
+    assert len(verify_calls) <= VERIFY_CALLS_PER_ANSWER * len(pool)
     assert len(timeouts) <= MAX_TIMEOUTS_PER_POOL
-    assert all(_within_bounds(pred) and _within_bounds(gold) for pred, gold in sent)
+    assert all(_within_bounds(pred) and _within_bounds(gold) for pred, gold in verify_calls)
     # 42, \frac{84}{2} (by math-verify), 42.0 and the padded 42 are one class.
     gold_class = classes[0]
     assert classes[1] == classes[2] == gold_class
