@@ -26,9 +26,11 @@ DEPENDS_ON = {
 # The package modules whose source is part of each stage's key.
 STAGE_CODE = {
     "prepare_data": ("data", "models/tokenizer"),
-    "sft": ("models/sft", "models/factory", "models/launch"),
-    "label_steps": ("data/step_labels", "generation", "grading", "grading_worker"),
+    # `numerics` (the CPU kernel pins) in every stage that trains or generates.
+    "sft": ("models/sft", "models/factory", "models/launch", "numerics"),
+    "label_steps": ("data/step_labels", "generation", "grading", "grading_worker", "numerics"),
     "train_prm": (
+        "numerics",
         "models/prm",
         "models/prm_train",
         "models/prm_metrics",
@@ -45,6 +47,7 @@ STAGE_CODE = {
         "compute",
         "results",
         "scores",
+        "numerics",
     ),
     # The task itself writes the analysis files and the report: its code is part of the key.
     "analyze": ("analysis", "scaling", "report", "tracking/analysis_run", "tasks/analyze"),

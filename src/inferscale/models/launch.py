@@ -23,6 +23,7 @@ from inferscale.models.processes import (
     remove_shared_buffers,
     stop_group,
 )
+from inferscale.numerics import pinned_env
 
 SFT_MODULE = "inferscale.models.sft"
 PRM_MODULE = "inferscale.models.prm_train"
@@ -183,7 +184,7 @@ def run_training(
     output_dir.mkdir(parents=True, exist_ok=True)
     spec_path = output_dir / spec_name
     spec_path.write_text(json.dumps(spec, indent=2))
-    full_env = {**os.environ, **env, OWNER_ENV: owner_token()}
+    full_env = {**pinned_env(os.environ), **env, OWNER_ENV: owner_token()}
     if launch.use_cpu:
         full_env["DS_ACCELERATOR"] = "cpu"
     full_env.setdefault("OMP_NUM_THREADS", str(launch.threads_per_process))

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from inferscale.models.divergence import finite_loss_callback
 from inferscale.models.processes import leave_with_owner
+from inferscale.numerics import describe
 
 SUMMARY_FILE = "prm_summary.json"
 REQUIRED_KEYS = ("init_model", "train_file", "output_dir", "deepspeed_config")
@@ -191,6 +192,7 @@ def train(spec: dict) -> None:
         else None,
         "label": spec["label"],
         "candidates": {"good": spec["good_token"], "bad": spec["bad_token"]},
+        "numerics": describe(),
     }
     # The saved directory is evaluated, as the scorer will read it (under ZeRO-3 only the
     # saved copy is whole); the training engine and its optimizer state go first.

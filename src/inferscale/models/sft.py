@@ -17,6 +17,7 @@ from pathlib import Path
 
 from inferscale.models.divergence import finite_loss_callback
 from inferscale.models.processes import leave_with_owner
+from inferscale.numerics import describe
 
 IGNORE_INDEX = -100
 
@@ -140,6 +141,7 @@ def train(spec: dict) -> None:
             "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage
             if trainer.is_deepspeed_enabled
             else None,
+            "numerics": describe(),
             "loss_history": history,
         }
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
