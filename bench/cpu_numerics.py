@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import yaml
 from inferscale.config import parse_config
 from inferscale.data.prepare import TOKENIZER_DIR, TRAIN_FILE, prepare_data
 from inferscale.models.launch import run_sft, sft_spec
-from inferscale.numerics import MODE_ENV, PIN_NAMES, cpu_pins
+from inferscale.numerics import MODE_ENV, PIN_NAMES, cpu_model, cpu_pins
 
 REPO = Path(__file__).resolve().parents[1]
 # Variables a variant may set: all are cleared before each run, so each starts from the same.
@@ -285,14 +284,6 @@ def speed(pairs: int, steps: int = 10, generations: int = 4) -> dict:
     }
 
 
-def processor() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=12, help="SFT steps per training run")
@@ -318,7 +309,7 @@ def main() -> None:
     timing = speed(args.pairs)
     result = {
         "machine": {
-            "processor": processor(),
+            "processor": cpu_model(),
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
             "own_cpu_capability": training[0]["rank"]["cpu_capability"],

@@ -25,6 +25,7 @@ import yaml
 
 from inferscale.artifacts import COMPLETE_MARKER
 from inferscale.config import load_config
+from inferscale.numerics import MODE_ENV, PIN_NAMES, cpu_model
 from inferscale.report.files import SUMMARY_FILE
 from inferscale.stages import plan
 
@@ -89,7 +90,13 @@ def main() -> None:
         "second_over_first_excluding_startup": round(
             max(second - startup, 0.0) / max(first - startup, 1e-9), 4
         ),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "python": platform.python_version(),
+            # The kernel pins the runs inherited (see inferscale.numerics).
+            "cpu_numerics": {name: env.get(name) for name in (MODE_ENV, *PIN_NAMES)},
+        },
         # Seconds from the first run's start to each stage's completion marker.
         "stage_finished_at_s": finished_at,
         "summary": json.loads((stages.analyze.path / SUMMARY_FILE).read_text()),

@@ -46,16 +46,27 @@ MODES = ("portable", "native")
 _X86_64 = {"x86_64", "amd64"}
 
 
-def _cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo, or None where it cannot be read."""
+def _cpuinfo(field: str) -> str | None:
+    """The first value of `field` in /proc/cpuinfo, or None where it cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
+        if line.startswith(field):
+            return line.partition(":")[2].strip()
     return None
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags, or None where they cannot be read."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else set(flags.split())
+
+
+def cpu_model() -> str:
+    """The processor's name, for benchmark records."""
+    return _cpuinfo("model name") or platform.machine()
 
 
 def cpu_pins(env: Mapping[str, str] = os.environ) -> dict[str, str]:
