@@ -22,9 +22,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def run_flow(config_path: Path, refresh: list[str] | None = None) -> Path:
+    from inferscale.flows.parameters import flow_parameters
     from inferscale.flows.pipeline import experiment_flow
 
-    return Path(experiment_flow(str(config_path), refresh=refresh or []))
+    parameters = flow_parameters(load_config(config_path), str(config_path), refresh)
+    return Path(experiment_flow(**parameters))
 
 
 def job_types(root: Path) -> list[str]:

@@ -73,9 +73,10 @@ def test_killed_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(evaluate_module, "load_backend", recording_backend)
     monkeypatch.setattr("inferscale.tasks.sft.run_sft", lambda *a, **k: pytest.fail("retrained"))
+    from inferscale.flows.parameters import flow_parameters
     from inferscale.flows.pipeline import experiment_flow
 
-    experiment_flow(str(config_path))
+    experiment_flow(**flow_parameters(load_config(config_path), str(config_path)))
 
     records = [json.loads(line) for line in pool_file.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == sorted(f"test-{i}" for i in range(40))

@@ -266,6 +266,7 @@ def test_a_run_that_fails_to_finish_is_a_warning(caplog):
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_an_online_run_without_network_finishes_offline_and_writes_no_key(tmp_path, monkeypatch):
+    from inferscale.flows.parameters import flow_parameters
     from inferscale.flows.pipeline import experiment_flow
 
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
@@ -277,7 +278,7 @@ def test_an_online_run_without_network_finishes_offline_and_writes_no_key(tmp_pa
     root = plan(load_config(config_path)).root
 
     start = time.perf_counter()
-    experiment_flow(str(config_path))
+    experiment_flow(**flow_parameters(load_config(config_path), str(config_path)))
     elapsed = time.perf_counter() - start
 
     assert all(a.complete for a in plan(load_config(config_path)).all())

@@ -49,6 +49,7 @@ def _check_tracking(path: str, config: ExperimentConfig) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, run_inputs=True)
     _check_tracking(args.config, config)
+    from inferscale.flows.parameters import flow_parameters
     from inferscale.flows.pipeline import StagesFailed, experiment_flow
     from inferscale.reaper import start_for
 
@@ -56,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        report_dir = Path(experiment_flow(args.config, refresh=args.refresh))
+        report_dir = Path(experiment_flow(**flow_parameters(config, args.config, args.refresh)))
     except StagesFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

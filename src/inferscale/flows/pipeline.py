@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from inferscale.config import load_config
+from inferscale.config import parse_config
 from inferscale.stages import plan, run_root, stages_to_refresh
 from inferscale.tasks.analyze import analyze_task
 from inferscale.tasks.context import RunContext
@@ -28,9 +28,10 @@ class StagesFailed(RuntimeError):
 
 
 @flow(name="inferscale", flow_run_name="{config_path}", validate_parameters=False)
-def experiment_flow(config_path: str, refresh: list[str] | None = None) -> str:
-    """Run (or resume) the experiment; return the analysis artifact's directory."""
-    config = load_config(config_path)
+def experiment_flow(config: dict, config_path: str, refresh: list[str] | None = None) -> str:
+    """Run (or resume) the experiment `config` (as `flow_parameters` gives it); return the
+    analysis artifact's directory."""
+    config = parse_config(config, source=config_path)
     # W&B's mode is settled here, once per run: every stage and training subprocess reads it
     # from this config (offline when the server does not answer).
     config = settle_tracking(config, run_root(config) / "wandb", get_run_logger().warning)

@@ -1,0 +1,18 @@
+"""The experiment flow's parameters, built without importing Prefect."""
+
+from __future__ import annotations
+
+from inferscale.config import ExperimentConfig
+
+
+def flow_parameters(
+    config: ExperimentConfig, config_path: str, refresh: list[str] | None = None
+) -> dict:
+    """The flow's parameters for a validated config: the config itself, as JSON, so that the
+    flow needs no file to run (a worker on another machine gets it whole), and its path, which
+    names the run and its errors."""
+    return {
+        "config": config.model_dump(mode="json"),
+        "config_path": config_path,
+        "refresh": list(refresh or []),
+    }
