@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from inferscale.config import PolicyConfig, SFTConfig
-from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
+from inferscale.models.files import PRM_SUMMARY_FILE, SFT_SUMMARY_FILE
 from inferscale.models.processes import (
     OWNER_ENV,
     owner_token,
@@ -127,7 +127,7 @@ def sft_spec(
 
 
 class LaunchSettings(Protocol):
-    """How many processes (and nodes) a training run uses; SFTConfig is one."""
+    """How many processes (and nodes) a training run uses: SFTConfig, PRMTrainingConfig."""
 
     @property
     def num_processes(self) -> int: ...
@@ -228,7 +228,7 @@ def run_training(
 def run_sft(spec: dict, sft: SFTConfig, env: dict[str, str], log_path: Path) -> dict:
     """Run SFT (`inferscale.models.sft`); return its train_summary.json."""
     return run_training(
-        SFT_MODULE, spec, sft, env, log_path, "train_summary.json", "sft_spec.json", "SFT"
+        SFT_MODULE, spec, sft, env, log_path, SFT_SUMMARY_FILE, "sft_spec.json", "SFT"
     )
 
 
