@@ -378,6 +378,27 @@ def pool_prm_store(pool_size: int) -> str:
     return f"{pool_store(pool_size)}-prm"
 
 
+def planned_stores(
+    strategies: list[str],
+    pool_size: int,
+    search_budgets: dict[str, list[int]],
+    questions: int,
+    searched: int,
+) -> dict[str, int]:
+    """Each store an evaluation writes, with the questions it holds once done (`searched`: the
+    tree searches' share of the `questions`)."""
+    kinds = [STRATEGIES[s].kind for s in strategies]
+    stores = {GREEDY_STORE: questions} if "greedy" in strategies else {}
+    if "pool" in kinds:
+        stores[pool_store(pool_size)] = questions
+    if any(STRATEGIES[s].kind == "pool" and STRATEGIES[s].needs_prm for s in strategies):
+        stores[pool_prm_store(pool_size)] = questions
+    for strategy in strategies:
+        if STRATEGIES[strategy].kind == "tree":
+            stores.update({tree_store(strategy, b): searched for b in search_budgets[strategy]})
+    return stores
+
+
 def read_pools(directory: Path, pool_size: int) -> list[PoolRecord]:
     """An evaluation's pools, one record per question."""
     store = ResultStore(store_path(directory, pool_store(pool_size)))
