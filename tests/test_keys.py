@@ -367,7 +367,7 @@ def test_prm_training_reads_what_its_key_holds(hostfile):
     config = make("llemma", changes, hostfile)
     spec = prm_spec(config, "init", Path("train.jsonl"), None, Path("out"), [])
     settings = plan(config).train_prm.material["settings"]
-    keyed = {**settings["prm"], **settings["training"]}
+    keyed = {**settings["prm"], **settings["prm"]["training"]}
     assert (spec["weight_decay"], spec["gradient_accumulation_steps"]) == (0.1, 3)
     for name in (
         "gradient_accumulation_steps",
@@ -386,5 +386,5 @@ def test_prm_training_reads_what_its_key_holds(hostfile):
     ):
         assert spec[name] == keyed[name], name
     assert spec["threads_per_rank"] == keyed["threads_per_process"]
-    assert (spec["seed"], spec["format"]) == (settings["seed"], settings["format"])
+    assert (spec["seed"], spec["format"]) == (settings["seed"], settings["data"]["format"])
     assert json.loads(Path(spec["deepspeed_config"]).read_text()) == settings["deepspeed"]

@@ -204,3 +204,21 @@ def test_dry_run_prints_the_plan_and_runs_and_writes_nothing(tmp_path, cli, caps
         "input evaluate/A changed",
         "input evaluate/B changed",
     ]
+
+
+def test_settings_are_named_by_their_config_path_resolved(tmp_path):
+    """The PRM's training settings are the sft section's unless given; the step labels'
+    temperature is the generation's unless given: both are named where a user sets them."""
+    path, before = experiment(tmp_path)
+    finish(before.label_steps)
+    finish(before.train_prm)
+    changes = {"prm.training": {"weight_decay": 0.1}, "prm.labels.temperature": 0.8}
+    path, after = experiment(tmp_path, **changes)
+    assert why_run(after.label_steps) == [  # the rollouts' follows the solutions'
+        "setting prm.labels.rollout_temperature: 1.0 -> 0.8",
+        "setting prm.labels.temperature: 1.0 -> 0.8",
+    ]
+    assert why_run(after.train_prm) == [
+        "setting prm.training.weight_decay: 0.0 -> 0.1",
+        "input label_steps/A changed",
+    ]

@@ -123,8 +123,8 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
             {
                 "generation": generation,
                 "evaluation": config.evaluation.model_dump(),
-                "format": config.data.format.model_dump(),
-                "nominal_params": policy.nominal_params,
+                "data": {"format": config.data.format.model_dump()},
+                "policy": {"nominal_params": policy.nominal_params},
             },
             [data, sft[policy.name], train_prm if config.evaluation.needs_prm else None],
         )
@@ -136,7 +136,7 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         {
             "analysis": config.analysis.model_dump(),
             # The W&B Report spec in the directory names its project and entity when online.
-            "wandb_report": (
+            "tracking": (
                 {"project": config.tracking.project, "entity": config.tracking.entity}
                 if config.tracking.mode == "online"
                 else None
@@ -186,35 +186,39 @@ def _prm_stages(
             "label_steps",
             policy.name,
             {
-                # Resolved: a temperature left to its default and the same one given
+                # Resolved: a temperature or policy left to its default and the same one given
                 # explicitly make the same labels.
-                "labels": {
-                    **prm.labels.model_dump(
-                        exclude={"temperature", "rollout_temperature", "policy", "completer"}
-                    ),
-                    "temperatures": config.label_temperatures,
-                    "policy": policy.name,
-                    "completer": config.completer_policy.name,
+                "prm": {
+                    "labels": {
+                        **prm.labels.model_dump(),
+                        "temperature": config.label_temperatures[0],
+                        "rollout_temperature": config.label_temperatures[1],
+                        "policy": policy.name,
+                        "completer": config.completer_policy.name,
+                    }
                 },
                 # The labels have their own sampling settings.
                 "generation": {k: v for k, v in generation.items() if k not in SAMPLING},
-                "format": config.data.format.model_dump(),
+                "data": {"format": config.data.format.model_dump()},
                 "seed": config.seed,
             },
             [data, sft[policy.name], sft[config.completer_policy.name]],
         )
     init = config.prm_init_policy
-    training = config.prm_training  # resolved: what it leaves out is the sft section's
+    training = config.prm_training
     train_prm = artifact(
         "train_prm",
         "prm",
         {
-            "prm": prm.model_dump(exclude={"labels", "training", "init_from", *PRM_SPEED_SETTINGS}),
-            # A policy's checkpoint is an input; a hub model, by its id.
-            "init_from": prm.init_from if init is None else None,
-            "training": training.model_dump(exclude={"deepspeed", *TRAINING_SPEED_SETTINGS}),
+            "prm": {
+                **prm.model_dump(exclude={"labels", "training", *PRM_SPEED_SETTINGS}),
+                # A policy's checkpoint is an input; a hub model, by its id.
+                "init_from": prm.init_from if init is None else None,
+                # Resolved: what it leaves out is the sft section's.
+                "training": training.model_dump(exclude={"deepspeed", *TRAINING_SPEED_SETTINGS}),
+            },
             "deepspeed": _deepspeed(training.deepspeed),
-            "format": config.data.format.model_dump(),
+            "data": {"format": config.data.format.model_dump()},
             "seed": config.seed,
         },
         [label_steps, sft[init.name] if init is not None else None],
