@@ -10,12 +10,21 @@ import signal
 
 import pytest
 from pipeline_config import tiny_config, write_config
+from scripted_search import FMT, ScriptedBackend, ScriptedScorer, settings
 
 from inferscale.artifacts import KEY_RECORD, StageArtifact
 from inferscale.cli import main
+from inferscale.compute import ModelCost
 from inferscale.config import load_config
 from inferscale.data.prepare import TEST_FILE
-from inferscale.evaluation import planned_stores, store_path
+from inferscale.data.records import Problem
+from inferscale.evaluation import (
+    EvaluationPlan,
+    SamplingSettings,
+    evaluate_policy,
+    planned_stores,
+    store_path,
+)
 from inferscale.plan_status import key_changes, why_run
 from inferscale.results import ResultStore
 from inferscale.stage_code import PACKAGE_ROOT
@@ -135,6 +144,31 @@ def test_planned_stores_are_those_an_evaluation_writes(tmp_path):
         "beam_search-b4": 8,
     }
     assert planned_stores(["majority_vote"], 8, {}, 10, 10) == {"samples-n8": 10}
+
+
+def test_planned_stores_are_the_stores_a_finished_evaluation_holds(tmp_path):
+    problems = [Problem(id=f"id-{q}", question=q, answer=q) for q in ("3", "5", "8")]
+    strategies = ["greedy", "majority_vote", "weighted_vote", "rebase", "beam_search"]
+    search_budgets = {"rebase": [2, 4], "beam_search": [4]}
+    plan = EvaluationPlan(
+        fmt=FMT,
+        strategies=strategies,
+        budgets=[1, 2],
+        sampling=SamplingSettings(
+            max_new_tokens=20, temperature=0.8, top_p=1.0, batch_size=8, seed=3
+        ),
+        cost=ModelCost(non_embedding=1000, total=1200, n_layer=2, d_model=16),
+        search=settings(max_depth=3, beam_width=2),
+        search_budgets=search_budgets,
+        search_limit=2,
+        prm_cost=ModelCost(non_embedding=300, total=400, n_layer=1, d_model=8),
+    )
+    backend = ScriptedBackend(lambda question, path: "answer" if question == "3" else None)
+    evaluate_policy(problems, tmp_path, plan, lambda: backend, ScriptedScorer, lambda _: None)
+    written = {
+        path.stem: len(ResultStore(path).read()) for path in sorted(tmp_path.glob("*.jsonl"))
+    }
+    assert written == planned_stores(strategies, 2, search_budgets, 3, 2)
 
 
 def test_a_code_edit_is_named_by_its_module(tmp_path):
