@@ -1,8 +1,12 @@
-"""Content-hash keyed stage artifacts: keys, invalidation downstream, completion, code_version."""
+"""Content-hash keyed stage artifacts: keys, invalidation downstream, completion, key records.
+
+Every config field's effect on keys is in tests/test_keys.py, code's in tests/test_stage_code.py.
+"""
 
 import copy
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,18 +14,16 @@ import pytest
 import yaml
 
 from inferscale import artifacts
-from inferscale.artifacts import COMPLETE_MARKER, code_version, stage_artifact
+from inferscale.artifacts import COMPLETE_MARKER, KEY_RECORD, stage_artifact
 from inferscale.config import parse_config
-from inferscale.stages import STAGE_CODE, STAGES, plan, stages_to_refresh
+from inferscale.stages import STAGES, plan, stages_to_refresh
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_RAW = yaml.safe_load((CONFIGS / "default.yaml").read_text())
 # The default labels steps with S (L completing), starts the PRM from S, and evaluates both
 # policies with PRM strategies: the PRM sits between training and every evaluation.
 PRM_DOWN = {"label_steps", "train_prm", "evaluate.S", "evaluate.L", "analyze"}
-ALL = {"prepare_data", "sft.S", "sft.L", *PRM_DOWN}
 SFT_DOWN = {"sft.S", "sft.L", *PRM_DOWN}
-EVAL_DOWN = {"evaluate.S", "evaluate.L", "analyze"}
 
 
 def make_config(base_dir: Path = CONFIGS, **updates):
@@ -59,19 +61,6 @@ def default_keys():
     return keys(make_config())
 
 
-@pytest.fixture
-def package_copy(tmp_path, monkeypatch):
-    """A copy of the package source that code_version reads instead of the real one."""
-    root = tmp_path / "inferscale"
-    shutil.copytree(artifacts.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(artifacts, "PACKAGE_ROOT", root)
-    return root
-
-
-def touch_source(path: Path) -> None:
-    path.write_text(path.read_text() + "\n# changed\n")
-
-
 # ---------------------------------------------------------------- keys and the plan
 
 
@@ -102,75 +91,6 @@ def test_plan_paths_are_stage_label_and_key_under_the_run_root(tmp_path):
         "analyze",
     ]
     assert not (tmp_path / "default").exists()  # planning writes nothing
-
-
-@pytest.mark.parametrize(
-    ("updates", "expected"),
-    [
-        ({"data.arithmetic.modulus": 50}, ALL),
-        ({"data.arithmetic.train_size": 2000}, ALL),
-        ({"data.format.tag": " <s>"}, ALL),
-        ({"seed": 1}, ALL),
-        ({"sft.learning_rate": 1e-3}, SFT_DOWN),
-        ({"sft.max_steps": 301}, SFT_DOWN),
-        ({"sft.num_processes": 4}, SFT_DOWN),
-        ({"policies.0.num_layers": 3}, {"sft.S", *PRM_DOWN}),
-        ({"policies.1.intermediate_size": 512}, {"sft.L", *PRM_DOWN}),
-        ({"prm.labels.rollout_temperature": 0.5}, PRM_DOWN),
-        ({"prm.labels.samples_per_question": 3}, PRM_DOWN),
-        ({"prm.labels.completer": "S"}, PRM_DOWN),
-        ({"prm.max_steps": 10}, {"train_prm", *EVAL_DOWN}),
-        ({"prm.init_from": "L"}, {"train_prm", *EVAL_DOWN}),
-        ({"evaluation.search.limit": 5}, EVAL_DOWN),
-        ({"evaluation.aggregation": "min"}, EVAL_DOWN),
-        ({"evaluation.budgets": [1, 2, 4, 8]}, EVAL_DOWN),
-        ({"evaluation.seed": 99}, EVAL_DOWN),
-        ({"evaluation.strategies": ["greedy"]}, EVAL_DOWN),
-        ({"evaluation.limit": 10}, EVAL_DOWN),
-        # The default's solutions to label are sampled at the evaluation's temperature.
-        ({"generation.temperature": 0.7}, PRM_DOWN),
-        ({"prm.labels.temperature": 0.7}, PRM_DOWN),
-        ({"generation.top_p": 0.9}, EVAL_DOWN),
-        ({"generation.max_new_tokens": 64}, PRM_DOWN),
-        ({"generation.dtype": "bfloat16"}, PRM_DOWN),
-        ({"generation.backend": "vllm"}, PRM_DOWN),
-        ({"generation.vllm.max_model_len": 256}, PRM_DOWN),
-    ],
-    ids=lambda v: ",".join(v) if isinstance(v, dict) else None,
-)
-def test_changing_a_section_changes_its_stage_and_everything_downstream(
-    default_keys, updates, expected
-):
-    assert changed(default_keys, keys(make_config(**updates))) == expected
-
-
-@pytest.mark.parametrize(
-    "updates",
-    [
-        {"generation.batch_size": 8},
-        {"generation.threads": 3},
-        {"generation.device": "cuda"},
-        {"generation.prefix_cache_bytes": 0},
-        {"generation.batch_size": 1, "generation.threads": 16, "generation.device": "cuda:1"},
-        {"generation.vllm.gpu_memory_utilization": 0.5},
-        {
-            "generation.vllm.tensor_parallel_size": 2,
-            "generation.vllm.kv_cache_memory_bytes": 2**30,
-            "generation.vllm.enable_prefix_caching": False,
-            "generation.vllm.enforce_eager": True,
-        },
-        {"prm.labels.temperature": DEFAULT_RAW["generation"]["temperature"]},
-        {"sft.logging_steps": 1},
-        {"prm.batch_size": 7},
-        {"prm.cache_bytes": 0},
-        {"sft.hostfile": "hosts.txt"},
-        {"tracking.mode": "disabled"},
-        {"output_dir": "elsewhere"},
-    ],
-    ids=lambda v: ",".join(v),
-)
-def test_speed_and_bookkeeping_settings_do_not_change_keys(default_keys, updates):
-    assert keys(make_config(**updates)) == default_keys
 
 
 def test_rollout_temperature_left_to_default_and_given_equal_make_the_same_labels():
@@ -225,7 +145,7 @@ def test_stages_to_refresh_refuses_an_unknown_stage_naming_the_stages():
 
 
 def test_artifact_is_complete_only_after_mark_complete(tmp_path):
-    art = stage_artifact(tmp_path, "sft", "S", {"x": 1})
+    art = stage_artifact(tmp_path, "sft", "S", {"x": 1}, {}, {})
     assert not art.complete
     art.path.mkdir(parents=True)
     (art.path / "model.bin").write_text("weights")
@@ -244,7 +164,7 @@ def test_artifact_is_complete_only_after_mark_complete(tmp_path):
 
 
 def finished_artifact(tmp_path):
-    art = stage_artifact(tmp_path, "sft", "S", {"x": 1})
+    art = stage_artifact(tmp_path, "sft", "S", {"x": 1}, {}, {})
     (art.path / "sub").mkdir(parents=True)
     (art.path / "model.safetensors").write_bytes(b"w" * 100)
     (art.path / "sub" / "config.json").write_text("{}")
@@ -275,7 +195,6 @@ def test_damage_to_a_finished_artifact_is_named(tmp_path, harm, said):
 
 
 def test_large_files_are_recorded_by_size_alone(tmp_path, monkeypatch):
-    import inferscale.artifacts as artifacts
 
     monkeypatch.setattr(artifacts, "CHECKSUM_MAX_BYTES", 50)
     art = finished_artifact(tmp_path)
@@ -298,17 +217,17 @@ def test_invalidate_makes_a_finished_artifact_unfinished_and_keeps_its_files(tmp
 
 
 def test_a_new_artifact_object_for_the_same_key_sees_completion(tmp_path):
-    first = stage_artifact(tmp_path, "evaluate", "S", {"x": 1})
+    first = stage_artifact(tmp_path, "evaluate", "S", {"x": 1}, {}, {})
     first.path.mkdir(parents=True)
     first.mark_complete({})
-    again = stage_artifact(tmp_path, "evaluate", "S", {"x": 1})
-    other = stage_artifact(tmp_path, "evaluate", "S", {"x": 2})
+    again = stage_artifact(tmp_path, "evaluate", "S", {"x": 1}, {}, {})
+    other = stage_artifact(tmp_path, "evaluate", "S", {"x": 2}, {}, {})
     assert again == first and again.complete
     assert other.path != first.path and not other.complete
 
 
 def test_clear_removes_the_directory_and_completion(tmp_path):
-    art = stage_artifact(tmp_path, "analyze", "report", {"x": 1})
+    art = stage_artifact(tmp_path, "analyze", "report", {"x": 1}, {}, {})
     (art.path / "sub").mkdir(parents=True)
     (art.path / "sub" / "f.txt").write_text("x")
     art.mark_complete({})
@@ -320,76 +239,39 @@ def test_clear_removes_the_directory_and_completion(tmp_path):
 
 
 def test_stage_artifact_key_depends_on_stage_and_material_not_order(tmp_path):
-    a = stage_artifact(tmp_path, "sft", "S", {"a": 1, "b": [1, 2]})
-    assert a.key == stage_artifact(tmp_path, "sft", "S", {"b": [1, 2], "a": 1}).key
-    assert a.key != stage_artifact(tmp_path, "evaluate", "S", {"a": 1, "b": [1, 2]}).key
-    assert a.key != stage_artifact(tmp_path, "sft", "S", {"a": 1, "b": [2, 1]}).key
-    assert a.key == stage_artifact(tmp_path, "sft", "L", {"a": 1, "b": [1, 2]}).key
+    a = stage_artifact(tmp_path, "sft", "S", {"a": 1, "b": [1, 2]}, {}, {})
+    assert a.key == stage_artifact(tmp_path, "sft", "S", {"b": [1, 2], "a": 1}, {}, {}).key
+    assert a.key != stage_artifact(tmp_path, "evaluate", "S", {"a": 1, "b": [1, 2]}, {}, {}).key
+    assert a.key != stage_artifact(tmp_path, "sft", "S", {"a": 1, "b": [2, 1]}, {}, {}).key
+    assert a.key == stage_artifact(tmp_path, "sft", "L", {"a": 1, "b": [1, 2]}, {}, {}).key
     assert a.path == tmp_path / "sft" / f"S-{a.key}"
 
 
-# ---------------------------------------------------------------- code_version
+def test_a_started_stage_records_what_its_key_hashes(tmp_path):
+    art = stage_artifact(tmp_path, "sft", "S", {"lr": (1, 2)}, {"prepare_data/data": "k"}, {})
+    art.path.mkdir(parents=True)
+    art.mark_started()
+    recorded = json.loads((art.path / KEY_RECORD).read_text())
+    assert recorded == art.material == art.recorded_material()
+    assert recorded == {
+        "stage": "sft",
+        "settings": {"lr": [1, 2]},
+        "inputs": {"prepare_data/data": "k"},
+        "code": {},
+    }
+    assert art.name == "sft/S"
 
 
-def test_code_version_of_a_copy_equals_the_real_one(monkeypatch, tmp_path):
-    modules = STAGE_CODE["evaluate"]
-    real = code_version(modules)
-    root = tmp_path / "inferscale"
-    shutil.copytree(artifacts.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(artifacts, "PACKAGE_ROOT", root)
-    assert code_version(modules) == real
-    assert code_version(tuple(reversed(modules))) == real
-
-
-@pytest.mark.parametrize(
-    ("edited", "modules"),
-    [
-        ("data/synthetic.py", ("data", "models/tokenizer")),  # a file in a subpackage
-        ("models/tokenizer.py", ("data", "models/tokenizer")),  # a named module
-        ("analysis/points.py", ("analysis",)),
-        ("search/voting.py", STAGE_CODE["evaluate"]),
-    ],
-)
-def test_code_version_changes_when_a_module_source_changes(package_copy, edited, modules):
-    before = code_version(modules)
-    unrelated = code_version(("compute",)) if "compute" not in modules else None
-    touch_source(package_copy / edited)
-    assert code_version(modules) != before
-    if unrelated is not None:
-        assert code_version(("compute",)) == unrelated
-
-
-def test_code_version_changes_when_a_module_is_added_to_a_subpackage(package_copy):
-    before = code_version(("data",))
-    (package_copy / "data" / "extra.py").write_text("X = 1\n")
-    assert code_version(("data",)) != before
-
-
-def test_code_version_ignores_non_python_files(package_copy):
-    before = code_version(("data",))
-    (package_copy / "data" / "notes.txt").write_text("notes\n")
-    assert code_version(("data",)) == before
-
-
-@pytest.mark.parametrize(
-    ("edited", "expected"),
-    [
-        ("data/steps.py", ALL),
-        ("models/factory.py", SFT_DOWN),
-        ("results.py", EVAL_DOWN),
-        ("generation/hf.py", PRM_DOWN),  # labelling generates too
-        ("models/prm.py", {"train_prm", *EVAL_DOWN}),
-        ("analysis/points.py", {"analyze"}),
-        ("scaling/laws.py", {"analyze"}),
-        ("report/html.py", {"analyze"}),
-        ("tasks/analyze.py", {"analyze"}),
-        ("scores.py", EVAL_DOWN),
-        ("search/registry.py", EVAL_DOWN),
-        ("cli.py", set()),
-    ],
-)
-def test_source_change_changes_its_stage_key_and_downstream(package_copy, edited, expected):
-    config = make_config()
-    before = keys(config)
-    touch_source(package_copy / edited)
-    assert changed(before, keys(config)) == expected
+def test_finished_before_is_the_latest_finished_directory_of_the_same_label(tmp_path):
+    old, newer, now = (stage_artifact(tmp_path, "sft", "S", {"v": v}, {}, {}) for v in (1, 2, 3))
+    other_label = stage_artifact(tmp_path, "sft", "S2", {"v": 4}, {}, {})
+    assert now.finished_before() is None
+    for i, art in enumerate((old, newer, other_label)):
+        art.path.mkdir(parents=True)
+        art.mark_complete({})
+        os.utime(art.path / COMPLETE_MARKER, (1000 + i, 1000 + i))
+    unfinished = stage_artifact(tmp_path, "sft", "S", {"v": 5}, {}, {})
+    unfinished.path.mkdir(parents=True)
+    found = now.finished_before()
+    assert (found.path, found.key, found.label) == (newer.path, newer.key, "S")
+    assert newer.finished_before().path == old.path

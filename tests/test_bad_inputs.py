@@ -456,6 +456,39 @@ CONFIG_CASES = [
         "two tokens",
     ),
     edit("prm-token-empty", {"prm.good_token": ""}, "prm.good_token", "must not be empty"),
+    # The PRM's training section: typed like sft's, its files checked like sft's.
+    edit("unknown-prm-training-key", {"prm.training.lr": 0.1}, "prm.training.lr"),
+    edit(
+        "prm-training-negative-weight-decay",
+        {"prm.training.weight_decay": -0.1},
+        "prm.training.weight_decay",
+        "-0.1",
+    ),
+    edit(
+        "prm-training-bad-scheduler",
+        {"prm.training.lr_scheduler": "step"},
+        "prm.training.lr_scheduler",
+        "'step'",
+    ),
+    edit(
+        "prm-nodes-without-hostfile",
+        {"prm.training.num_nodes": 2},
+        "prm.training.hostfile",
+        "2 nodes",
+    ),
+    edit(
+        "prm-hostfile-missing",
+        {"prm.training.num_nodes": 2, "prm.training.hostfile": "hosts"},
+        "prm.training.hostfile",
+        "does not exist",
+    ),
+    edit(
+        "prm-deepspeed-missing",
+        {"prm.training.deepspeed": "deepspeed/zero9.json"},
+        "prm.training.deepspeed",
+        "zero9.json does not exist",
+        commands=("validate", "run", "status"),
+    ),
 ]
 
 FILE_CASES = [

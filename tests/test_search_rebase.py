@@ -16,7 +16,7 @@ from scripted_search import (
 )
 
 from inferscale.search.rebase import allocate_widths, rebase
-from inferscale.search.tree import request_seed
+from inferscale.seeds import derived_seed
 
 # --- allocate_widths ---------------------------------------------------------------------------
 
@@ -182,8 +182,8 @@ def test_each_request_has_its_own_seed():
     backend = ScriptedBackend()
     rebase(problems("a", "b"), backend, ScriptedScorer(), 4, settings(max_depth=3, seed=11))
     (a_root, b_root), *_ = backend.calls
-    assert a_root.seed == request_seed(11, "id-a", 0)
-    assert b_root.seed == request_seed(11, "id-b", 0)
+    assert a_root.seed == derived_seed(11, "id-a", 0)
+    assert b_root.seed == derived_seed(11, "id-b", 0)
     seeds = [r.seed for call in backend.calls for r in call]
     assert len(seeds) == 2 + 8 + 8
     assert len(set(seeds)) == len(seeds)

@@ -19,6 +19,7 @@ from inferscale.search.beam import beam_search
 from inferscale.search.mcts import mcts
 from inferscale.search.rebase import rebase
 from inferscale.search.registry import STRATEGIES, TREE_STRATEGIES
+from inferscale.search.searches import SEARCHES
 from inferscale.search.tree import (
     Node,
     SearchResult,
@@ -26,9 +27,9 @@ from inferscale.search.tree import (
     expand,
     is_finished,
     new_search,
-    request_seed,
     score_nodes,
 )
+from inferscale.seeds import derived_seed
 
 
 def test_aggregate_each_way():
@@ -92,10 +93,10 @@ def test_a_node_finishes_on_an_answer_a_stop_of_the_policy_or_the_depth_limit():
 
 
 def test_request_seeds_are_deterministic_and_distinct():
-    seeds = {request_seed(5, f"id-{q}", node) for q in range(20) for node in range(50)}
+    seeds = {derived_seed(5, f"id-{q}", node) for q in range(20) for node in range(50)}
     assert len(seeds) == 1000
-    assert request_seed(5, "id-a", 3) == request_seed(5, "id-a", 3)
-    assert request_seed(5, "id-a", 3) != request_seed(6, "id-a", 3)
+    assert derived_seed(5, "id-a", 3) == derived_seed(5, "id-a", 3)
+    assert derived_seed(5, "id-a", 3) != derived_seed(6, "id-a", 3)
     assert all(0 <= seed < 2**30 for seed in seeds)
 
 
@@ -114,7 +115,7 @@ def test_expand_makes_one_call_for_all_questions_and_records_tokens():
                 top_p=0.9,
                 max_new_tokens=12,
                 stop=(" ки",),
-                seed=request_seed(5, "id-a", 0),
+                seed=derived_seed(5, "id-a", 0),
             ),
             Request(
                 prompt="Question: b\nAnswer:\n",
@@ -123,7 +124,7 @@ def test_expand_makes_one_call_for_all_questions_and_records_tokens():
                 top_p=0.9,
                 max_new_tokens=12,
                 stop=(" ки",),
-                seed=request_seed(5, "id-b", 0),
+                seed=derived_seed(5, "id-b", 0),
             ),
         ]
     ]
@@ -138,7 +139,7 @@ def test_expand_makes_one_call_for_all_questions_and_records_tokens():
     new = expand(searches, [(1, 3, 2)], backend, s)
     assert new == [(1, 4), (1, 5)]
     assert backend.calls[1][0].prompt == "Question: b\nAnswer:\nStep 1: s2 ки"
-    assert backend.calls[1][0].seed == request_seed(5, "id-b", 3)
+    assert backend.calls[1][0].seed == derived_seed(5, "id-b", 3)
     assert b.nodes[4].text == "\nStep 2: s2.0 ки"
     assert [n.context_tokens for n in b.nodes[4:]] == [3 + step_tokens("2")] * 2
     assert b.generated_tokens == 2 + 3 + 4 + step_tokens("2.0") + step_tokens("2.1")
@@ -171,10 +172,9 @@ def test_score_nodes_makes_one_call_and_keeps_the_last_step_score():
 
 
 def test_every_strategy_is_registered_under_its_name():
-    searches = {name: STRATEGIES[name].search for name in TREE_STRATEGIES}
-    assert searches == {"rebase": rebase, "mcts": mcts, "beam_search": beam_search}
+    assert {"rebase": rebase, "mcts": mcts, "beam_search": beam_search} == SEARCHES
     assert all(STRATEGIES[name].needs_prm for name in TREE_STRATEGIES)
-    assert [s.name for s in STRATEGIES.values() if s.search is None] == [
+    assert [s.name for s in STRATEGIES.values() if s.name not in SEARCHES] == [
         "greedy",
         "majority_vote",
         "weighted_vote",
@@ -182,9 +182,17 @@ def test_every_strategy_is_registered_under_its_name():
     ]
 
 
+def test_seeds_are_those_of_earlier_runs():
+    """Resumed evaluations and their byte-identical results rely on these exact values."""
+    assert derived_seed(1234, "q-17") == 919321073
+    assert derived_seed(0, "arith-3-0042") == 44105324
+    assert derived_seed(1234, "q-17", 0) == 257519167
+    assert derived_seed(5, "id-a", 3) == 541043591
+
+
 @pytest.mark.parametrize("strategy", sorted(TREE_STRATEGIES))
 def test_every_strategy_needs_a_scorer_and_a_budget(strategy):
-    search = STRATEGIES[strategy].search
+    search = SEARCHES[strategy]
     with pytest.raises(ValueError, match="needs a PRM scorer"):
         search(problems("a"), ScriptedBackend(), None, 4, settings())
     with pytest.raises(ValueError, match="budget of at least 1"):
@@ -195,7 +203,7 @@ def test_every_strategy_needs_a_scorer_and_a_budget(strategy):
 def test_every_strategy_scores_each_new_node_once_and_seeds_each_request_apart(strategy):
     backend = ScriptedBackend(endings({("a", "0.1"): "answer", ("b", "2"): "eos"}))
     scorer = ScriptedScorer(scores({"0": 0.9, "1": 0.2, "0.0": 0.4}))
-    results = STRATEGIES[strategy].search(
+    results = SEARCHES[strategy](
         problems("a", "b"), backend, scorer, 4, settings(max_depth=3, beam_width=2)
     )
     seeds = [r.seed for call in backend.calls for r in call]

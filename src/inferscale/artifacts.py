@@ -1,10 +1,11 @@
 """Stage artifacts on disk, each in a directory named by a content hash of what determines it.
 
-A stage's key hashes its config section, the keys of its inputs and the source code of the
-modules it runs, so a changed config, input or code gives a new directory and an unchanged one
-is found complete and skipped. A directory is complete only once its marker file is written,
-after everything else; a stage that died leaves an incomplete directory, which the next run
-either resumes (evaluation) or starts over.
+A stage's key hashes its settings, the keys of its inputs and the code of the modules it runs
+(`inferscale.stages`), so a changed setting, input or code gives a new directory and an
+unchanged one is found complete and skipped. What went into the key is recorded in the
+directory when the stage starts, so that a later key can be compared with it. A directory is
+complete only once its marker file is written, after everything else; a stage that died leaves
+an incomplete directory, which the next run either resumes (evaluation) or starts over.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
 COMPLETE_MARKER = "_COMPLETE.json"
 STARTED_MARKER = "_STARTED"  # when the stage last started working in its directory
+KEY_RECORD = "_KEY.json"  # what the directory's key was made of: settings, inputs, code
 # Files up to this size are checksummed in the completion marker (a policy's or a PRM's weights
 # at the default's sizes, every result file); larger ones, a hub model's shards, by size alone.
 CHECKSUM_MAX_BYTES = 256 * 2**20
@@ -61,18 +62,6 @@ def manifest_problems(directory: Path, manifest: dict[str, dict]) -> list[str]:
     return problems
 
 
-def code_version(modules: tuple[str, ...]) -> str:
-    """Hash of the source of the named package modules or subpackages (paths under the package)."""
-    digest = hashlib.sha256()
-    for name in sorted(modules):
-        target = PACKAGE_ROOT / name
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target.with_suffix(".py")]
-        for f in files:
-            digest.update(str(f.relative_to(PACKAGE_ROOT)).encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def content_key(material: dict) -> str:
     blob = json.dumps(material, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -83,6 +72,14 @@ class StageArtifact:
     stage: str
     key: str
     path: Path
+    label: str = ""  # which one of the stage's artifacts: a policy's name, "prm", "report"
+    # What the key hashes: {"stage", "settings", "inputs", "code"}, as JSON reads it back.
+    material: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        """How inputs and messages name it: `sft/S`."""
+        return f"{self.stage}/{self.label}"
 
     @property
     def complete(self) -> bool:
@@ -107,7 +104,31 @@ class StageArtifact:
         (self.path / COMPLETE_MARKER).unlink(missing_ok=True)
 
     def mark_started(self) -> None:
+        write_json(self.path / KEY_RECORD, self.material)
         (self.path / STARTED_MARKER).write_text(f"{time.time()}\n")
+
+    def recorded_material(self) -> dict | None:
+        """The key's components recorded when the stage started here; None without a record
+        (a directory from before keys were recorded, or an unreadable one)."""
+        try:
+            material = json.loads((self.path / KEY_RECORD).read_text())
+        except (OSError, ValueError):
+            return None
+        return material if isinstance(material, dict) else None
+
+    def finished_before(self) -> StageArtifact | None:
+        """The most recently finished directory of the same stage and label under another key:
+        what this one would replace."""
+        found = []
+        for path in self.path.parent.glob(f"{self.label}-*"):
+            label, _, key = path.name.rpartition("-")
+            marker = path / COMPLETE_MARKER
+            if label == self.label and key != self.key and marker.is_file():
+                found.append((marker.stat().st_mtime, path, key))
+        if not found:
+            return None
+        _, path, key = max(found)
+        return StageArtifact(stage=self.stage, key=key, path=path, label=self.label)
 
     def mark_complete(self, meta: dict) -> None:
         """Write the completion marker with `meta`, and the seconds since the stage last
@@ -126,10 +147,18 @@ class StageArtifact:
             shutil.rmtree(self.path)
 
 
-def stage_artifact(root: Path, stage: str, label: str, material: dict) -> StageArtifact:
-    """The artifact of `stage` (for `label`, e.g. a policy name) keyed by `material`."""
-    key = content_key({"stage": stage, **material})
-    return StageArtifact(stage=stage, key=key, path=root / stage / f"{label}-{key}")
+def stage_artifact(
+    root: Path, stage: str, label: str, settings: dict, inputs: dict, code: dict
+) -> StageArtifact:
+    """The artifact of `stage` (for `label`, e.g. a policy name) keyed by its settings, its
+    inputs' keys by name and its code's hash per module."""
+    material = {"stage": stage, "settings": settings, "inputs": inputs, "code": code}
+    # As the record reads back (tuples become lists), so that it compares equal to it.
+    material = json.loads(json.dumps(material, sort_keys=True, default=str))
+    key = content_key(material)
+    return StageArtifact(
+        stage=stage, key=key, path=root / stage / f"{label}-{key}", label=label, material=material
+    )
 
 
 def write_json(path: Path, obj) -> None:

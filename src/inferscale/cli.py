@@ -48,6 +48,8 @@ def _check_tracking(path: str, config: ExperimentConfig) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, run_inputs=True)
+    if args.dry_run:
+        return _dry_run(config, args.refresh)
     _check_tracking(args.config, config)
     from inferscale.flows.parameters import flow_parameters
     from inferscale.flows.pipeline import StagesFailed, experiment_flow
@@ -84,17 +86,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(config: ExperimentConfig, refresh: list[str]) -> int:
+    from inferscale.plan_status import plan_lines
+    from inferscale.stages import stages_to_refresh
+
+    print(f"plan of {config.name} (nothing is run):")
+    print("\n".join(plan_lines(config, plan(config), stages_to_refresh(refresh))))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    p = plan(_load(args.config))
+    from inferscale.plan_status import evaluation_progress, is_partial_evaluation, state_of, why_run
+
+    config = _load(args.config)
+    p = plan(config)
     for artifact in p.all():
-        damage = artifact.damage() if artifact.complete else []
-        if damage:
-            state = "damaged"
-        else:
-            state = "done" if artifact.complete else ("partial" if artifact.path.exists() else "-")
+        state, damage = state_of(artifact)
         print(f"{state:>8}  {artifact.stage:<13} {artifact.path}")
         if damage:
-            print(f"{'':>8}  {'':<13} {'; '.join(damage)}: the next run computes it again")
+            notes = [f"{'; '.join(damage)}: the next run computes it again"]
+        else:
+            notes = why_run(artifact)
+        if is_partial_evaluation(artifact):
+            notes.append(f"progress: {evaluation_progress(config, p, artifact)}")
+        for note in notes:
+            print(f"{'':>8}  {'':<13} {note}")
     return 0
 
 
@@ -209,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STAGES,
         metavar="STAGE",
         help=f"recompute STAGE and everything after it (one of {', '.join(STAGES)}); repeatable",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each stage's plan (cached, or run and why) and run nothing",
     )
     run.set_defaults(func=cmd_run)
     commands = {}

@@ -42,6 +42,7 @@ Probability = Annotated[float, Field(gt=0, le=1)]
 # numpy and the HF Trainer take seeds in 0 .. 2**32 - 1.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 DATASET_SOURCES = ("math", "math500", "gsm8k", "metamathqa", "math_shepherd")
+LRScheduler = Literal["cosine", "linear", "constant_with_warmup"]
 
 
 class ConfigError(ValueError):
@@ -217,7 +218,7 @@ class SFTConfig(Strict):
     gradient_accumulation_steps: Positive = 1
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 3e-3
     warmup_steps: Annotated[int, Field(ge=0)] = 20
-    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    lr_scheduler: LRScheduler = "cosine"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     max_length: Positive = 256
     num_processes: Positive = 2
@@ -273,6 +274,23 @@ class StepLabelConfig(Strict):
         return self
 
 
+class PRMTrainingConfig(Strict):
+    """How the PRM trains and is launched, beyond the steps and rates of `prm` itself. Each
+    setting left out is the `sft` section's (ExperimentConfig.prm_training resolves them)."""
+
+    gradient_accumulation_steps: Positive | None = None
+    lr_scheduler: LRScheduler | None = None
+    weight_decay: Annotated[float, Field(ge=0)] | None = None
+    num_processes: Positive | None = None
+    num_nodes: Positive | None = None
+    hostfile: str | None = None  # relative to the experiment file's folder
+    deepspeed: str | None = None  # relative to the experiment file's folder
+    bf16: bool | None = None
+    use_cpu: bool | None = None
+    threads_per_process: Positive | None = None
+    logging_steps: Positive | None = None
+
+
 class PRMConfig(Strict):
     """The process reward model: trained on step labels by rollouts (`labels`) or on an
     upstream Math-Shepherd file (`dataset`), from a policy's checkpoint or a hub model."""
@@ -295,6 +313,7 @@ class PRMConfig(Strict):
     # The KV cache the scorer keeps of what it read, so that a tree search reads each node's
     # step once; least recently used prefixes go first beyond this many bytes.
     cache_bytes: Annotated[int, Field(ge=0)] = 2 * 2**30
+    training: PRMTrainingConfig = PRMTrainingConfig()
 
     @field_validator("good_token", "bad_token")
     @classmethod
@@ -533,6 +552,18 @@ class ExperimentConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _prm_nodes_need_a_hostfile(self) -> ExperimentConfig:
+        training = self.prm_training if self.prm is not None else None
+        if training is not None and training.num_nodes > 1 and training.hostfile is None:
+            raise FieldError(
+                "prm.training.hostfile",
+                f"the PRM trains on {training.num_nodes} nodes, and the DeepSpeed launcher "
+                "finds other nodes only in a hostfile: give prm.training.hostfile (or "
+                "sft.hostfile) or set prm.training.num_nodes: 1",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sized_policies_need_the_task_tokenizer(self) -> ExperimentConfig:
         if self.data.arithmetic is None:
             for i, p in enumerate(self.policies):
@@ -633,6 +664,14 @@ class ExperimentConfig(Strict):
             solutions = self.generation.temperature
         rollouts = labels.rollout_temperature
         return solutions, solutions if rollouts is None else rollouts
+
+    @property
+    def prm_training(self) -> PRMTrainingConfig:
+        """The PRM's training settings with those it leaves out taken from `sft`."""
+        assert self.prm is not None
+        given = self.prm.training.model_dump(exclude_none=True)
+        inherited = self.sft.model_dump(include=set(PRMTrainingConfig.model_fields))
+        return PRMTrainingConfig(**(inherited | given))
 
     @property
     def labelling_policy(self) -> PolicyConfig:
@@ -772,26 +811,26 @@ def _config_file(source: str, field: str, value: str, base_dir: Path | None, wha
     return path.resolve()
 
 
-def _deepspeed_config(source: str, path: Path) -> None:
+def _deepspeed_config(source: str, field: str, path: Path) -> None:
     """A DeepSpeed config that the launcher can read: one JSON object."""
     try:
         text = path.read_text(encoding="utf-8")
         ds = json.loads(text)
     except OSError as err:
-        raise refuse(source, "sft.deepspeed", f"cannot read {path} ({err.strerror})") from None
+        raise refuse(source, field, f"cannot read {path} ({err.strerror})") from None
     except UnicodeDecodeError:
-        raise refuse(source, "sft.deepspeed", f"{path} is not UTF-8 text") from None
+        raise refuse(source, field, f"{path} is not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise refuse(
             source,
-            "sft.deepspeed",
+            field,
             f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno}); fix the "
             "file (configs/deepspeed/zero2.json is an example)",
         ) from None
     if not isinstance(ds, dict):
         raise refuse(
             source,
-            "sft.deepspeed",
+            field,
             f"{path} holds a JSON {type(ds).__name__}, and DeepSpeed reads one JSON object "
             '({"zero_optimization": {...}, ...}); configs/deepspeed/zero2.json is an example',
         )
@@ -812,14 +851,33 @@ def parse_config(
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise _refusal(source, _problems(err)) from None
-    sft = config.sft
-    deepspeed = _config_file(source, "sft.deepspeed", sft.deepspeed, base_dir, "a DeepSpeed JSON")
-    _deepspeed_config(source, deepspeed)
-    update = {"deepspeed": str(deepspeed)}
-    if sft.num_nodes > 1:  # the launcher reads the hostfile only then
-        hostfile = _config_file(source, "sft.hostfile", sft.hostfile, base_dir, "a hostfile")
-        update["hostfile"] = str(hostfile)
-    return config.model_copy(update={"sft": sft.model_copy(update=update)})
+    # The launcher reads a hostfile only for more than one node.
+    prm_nodes = config.prm_training.num_nodes if config.prm is not None else 1
+    sft = _resolve_files(
+        source, "sft", config.sft, base_dir, max(config.sft.num_nodes, prm_nodes) > 1
+    )
+    config = config.model_copy(update={"sft": sft})
+    if config.prm is None:
+        return config
+    training = _resolve_files(source, "prm.training", config.prm.training, base_dir, prm_nodes > 1)
+    return config.model_copy(update={"prm": config.prm.model_copy(update={"training": training})})
+
+
+def _resolve_files(source: str, section: str, settings, base_dir: Path | None, hostfile: bool):
+    """`settings` (sft or prm.training) with its DeepSpeed config, and its hostfile where the
+    launcher reads one, checked and made absolute; the paths it leaves out stay out."""
+    update = {}
+    if settings.deepspeed is not None:
+        field = f"{section}.deepspeed"
+        deepspeed = _config_file(source, field, settings.deepspeed, base_dir, "a DeepSpeed JSON")
+        _deepspeed_config(source, field, deepspeed)
+        update["deepspeed"] = str(deepspeed)
+    if hostfile and settings.hostfile is not None:
+        field = f"{section}.hostfile"
+        update["hostfile"] = str(
+            _config_file(source, field, settings.hostfile, base_dir, "a hostfile")
+        )
+    return settings.model_copy(update=update)
 
 
 class _DuplicateKey(Exception):

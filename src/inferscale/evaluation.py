@@ -10,7 +10,6 @@ each tree-search budget is a search of its own.
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,8 +31,10 @@ from inferscale.scaling.subsets import QuestionPool, pass_at_k, question_accurac
 from inferscale.scores import PoolRecord, QuestionScore, points_over
 from inferscale.search.mcts import CHILDREN_BELOW_ROOT, root_children
 from inferscale.search.registry import STRATEGIES
+from inferscale.search.searches import SEARCHES
 from inferscale.search.tree import Aggregation, Scorer, SearchResult, SearchSettings, aggregate
 from inferscale.search.voting import weighted_vote
+from inferscale.seeds import derived_seed
 
 # A point's question set: every evaluated question, or the ones the tree searches ran on.
 ALL = "all"
@@ -48,12 +49,6 @@ class SamplingSettings:
     top_p: float
     batch_size: int  # sequences per backend call
     seed: int
-
-
-def sample_seed(base: int, question_id: str) -> int:
-    """A seed per question, independent of its position, so resumed runs sample the same."""
-    digest = hashlib.sha256(f"{base}:{question_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x3FFFFFFF
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -110,7 +105,7 @@ def run_samples(
             temperature=0.0 if greedy else settings.temperature,
             top_p=1.0 if greedy else settings.top_p,
             max_new_tokens=settings.max_new_tokens,
-            seed=sample_seed(settings.seed, p.id),
+            seed=derived_seed(settings.seed, p.id),
         )
 
     return generate_pending(
@@ -175,7 +170,7 @@ def vote_scores(
         ]
     # Seeded by question id, so a question's Monte Carlo subsets do not depend on which other
     # questions are scored with it.
-    seeds = [sample_seed(seed, r["id"]) for r in records]
+    seeds = [derived_seed(seed, r["id"]) for r in records]
     pool_records = [PoolRecord.from_json(r) for r in records]
     scores = []
     for n in budgets:
@@ -318,8 +313,7 @@ def run_tree_search(
     """Search every question not yet in the store, a chunk of questions at a time."""
     done = store.done_ids()
     pending = [p for p in problems if p.id not in done]
-    search = STRATEGIES[strategy].search
-    assert search is not None, f"{strategy} is not a tree search"
+    search = SEARCHES[strategy]
     for chunk in _chunks(pending, questions_per_call):
         results = search(chunk, backend, scorer, budget, settings)
         store.append([record_for(p, r) for p, r in zip(chunk, results, strict=True)])
@@ -382,6 +376,27 @@ def pool_store(pool_size: int) -> str:
 def pool_prm_store(pool_size: int) -> str:
     """The store of the PRM's step scores of each pool sample."""
     return f"{pool_store(pool_size)}-prm"
+
+
+def planned_stores(
+    strategies: list[str],
+    pool_size: int,
+    search_budgets: dict[str, list[int]],
+    questions: int,
+    searched: int,
+) -> dict[str, int]:
+    """Each store an evaluation writes, with the questions it holds once done (`searched`: the
+    tree searches' share of the `questions`)."""
+    kinds = [STRATEGIES[s].kind for s in strategies]
+    stores = {GREEDY_STORE: questions} if "greedy" in strategies else {}
+    if "pool" in kinds:
+        stores[pool_store(pool_size)] = questions
+    if any(STRATEGIES[s].kind == "pool" and STRATEGIES[s].needs_prm for s in strategies):
+        stores[pool_prm_store(pool_size)] = questions
+    for strategy in strategies:
+        if STRATEGIES[strategy].kind == "tree":
+            stores.update({tree_store(strategy, b): searched for b in search_budgets[strategy]})
+    return stores
 
 
 def read_pools(directory: Path, pool_size: int) -> list[PoolRecord]:

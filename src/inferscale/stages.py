@@ -1,7 +1,13 @@
 """The pipeline's stages, what each depends on, and the artifact every stage of a config maps to.
 
-All keys follow from the config and the code alone, so the whole plan (and which parts of it are
-already on disk) is known before anything runs.
+A stage's key is a hash of three things, all known before anything runs (so the whole plan, and
+which parts of it are already on disk, is known too):
+- settings: every config value the stage's code reads that can change what it writes (resolved:
+  a default and the same value given explicitly key alike); speed settings stay out;
+- inputs: the keys of the artifacts it reads, by name (`sft/S`);
+- code: the hash of each package module it runs (`inferscale.stage_code`).
+Each artifact records these components when its stage starts, so that `status` can say which of
+them changed since the stage last finished.
 """
 
 from __future__ import annotations
@@ -10,8 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferscale.artifacts import StageArtifact, code_version, stage_artifact
-from inferscale.config import ExperimentConfig
+from inferscale.artifacts import StageArtifact, stage_artifact
+from inferscale.config import ExperimentConfig, PolicyConfig
+from inferscale.stage_code import PACKAGE_ROOT, stage_code
 
 # Each stage's downstream stages, in DAG order.
 STAGES = ("prepare_data", "sft", "label_steps", "train_prm", "evaluate", "analyze")
@@ -22,35 +29,6 @@ DEPENDS_ON = {
     "train_prm": ("label_steps", "sft"),
     "evaluate": ("prepare_data", "sft", "train_prm"),
     "analyze": ("evaluate",),
-}
-# The package modules whose source is part of each stage's key.
-STAGE_CODE = {
-    "prepare_data": ("data", "models/tokenizer"),
-    # `numerics` (the CPU kernel pins) in every stage that trains or generates.
-    "sft": ("models/sft", "models/factory", "models/launch", "numerics"),
-    "label_steps": ("data/step_labels", "generation", "grading", "grading_worker", "numerics"),
-    "train_prm": (
-        "numerics",
-        "models/prm",
-        "models/prm_train",
-        "models/prm_metrics",
-        "models/prm_scorer",
-        "models/launch",
-    ),
-    "evaluate": (
-        "evaluation",
-        "generation",
-        "search",
-        "scaling/subsets",
-        "grading",
-        "grading_worker",
-        "compute",
-        "results",
-        "scores",
-        "numerics",
-    ),
-    # The task itself writes the analysis files and the report: its code is part of the key.
-    "analyze": ("analysis", "scaling", "report", "tracking/analysis_run", "tasks/analyze"),
 }
 # Settings that change how fast a stage runs but not what it produces: kept out of keys.
 EVALUATION_SPEED_SETTINGS = {
@@ -67,6 +45,9 @@ EVALUATION_SPEED_SETTINGS = {
         "enforce_eager",
     },
 }
+# The scorer's batch and cache; where a training's nodes are and how often it logs.
+PRM_SPEED_SETTINGS = frozenset({"batch_size", "cache_bytes"})
+TRAINING_SPEED_SETTINGS = frozenset({"hostfile", "logging_steps"})
 SAMPLING = {"temperature", "top_p"}
 
 
@@ -101,68 +82,67 @@ def run_root(config: ExperimentConfig) -> Path:
     return Path(config.output_dir) / config.name
 
 
-def plan(config: ExperimentConfig) -> Plan:
+def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
+    """Every stage's artifact for `config`, keyed on the code of the package at `code_root`."""
     root = run_root(config)
     artifacts = root / "artifacts"
-    data = stage_artifact(
-        artifacts,
-        "prepare_data",
-        "data",
-        {
-            "data": config.data.model_dump(),
-            "seed": config.seed,
-            "code": code_version(STAGE_CODE["prepare_data"]),
-        },
+
+    def artifact(stage: str, label: str, settings: dict, inputs: list) -> StageArtifact:
+        named = {a.name: a.key for a in inputs if a is not None}
+        return stage_artifact(
+            artifacts, stage, label, settings, named, stage_code(stage, code_root)
+        )
+
+    data = artifact(
+        "prepare_data", "data", {"data": config.data.model_dump(), "seed": config.seed}, []
     )
-    sft_section = config.sft.model_dump(exclude={"deepspeed", "hostfile", "logging_steps"})
-    deepspeed_config = json.loads(Path(config.sft.deepspeed).read_text())
     sft = {
-        p.name: stage_artifact(
-            artifacts,
+        p.name: artifact(
             "sft",
             p.name,
             {
-                # The nominal size only names the model in paper FLOPs: evaluate's key has it.
-                "policy": p.model_dump(exclude={"nominal_params"}),
-                "sft": sft_section,
-                "deepspeed": deepspeed_config,
+                "policy": _policy_settings(p),
+                "sft": {
+                    **config.sft.model_dump(exclude={"deepspeed", *TRAINING_SPEED_SETTINGS}),
+                    # the policy's own, where it has one
+                    "learning_rate": p.learning_rate or config.sft.learning_rate,
+                },
+                "deepspeed": _deepspeed(config.sft.deepspeed),
                 "seed": config.seed,
-                "data": data.key,
-                "code": code_version(STAGE_CODE["sft"]),
             },
+            [data],
         )
         for p in config.policies
     }
     generation = config.generation.model_dump(exclude=EVALUATION_SPEED_SETTINGS)
-    label_steps, train_prm = _prm_stages(config, artifacts, data, sft, sft_section, generation)
+    label_steps, train_prm = _prm_stages(config, artifact, data, sft, generation)
     evaluate = {
-        policy.name: stage_artifact(
-            artifacts,
+        policy.name: artifact(
             "evaluate",
             policy.name,
             {
                 "generation": generation,
                 "evaluation": config.evaluation.model_dump(),
-                "format": config.data.format.model_dump(),
-                "model": sft[policy.name].key,
-                "nominal_params": policy.nominal_params,
-                "data": data.key,
-                "prm": train_prm.key if config.evaluation.needs_prm else None,
-                "code": code_version(STAGE_CODE["evaluate"]),
+                "data": {"format": config.data.format.model_dump()},
+                "policy": {"nominal_params": policy.nominal_params},
             },
+            [data, sft[policy.name], train_prm if config.evaluation.needs_prm else None],
         )
         for policy in config.policies
     }
-    analyze = stage_artifact(
-        artifacts,
+    analyze = artifact(
         "analyze",
         "report",
         {
-            "evaluations": {name: art.key for name, art in evaluate.items()},
-            "prm": train_prm.key if train_prm is not None else None,
             "analysis": config.analysis.model_dump(),
-            "code": code_version(STAGE_CODE["analyze"]),
+            # The W&B Report spec in the directory names its project and entity when online.
+            "tracking": (
+                {"project": config.tracking.project, "entity": config.tracking.entity}
+                if config.tracking.mode == "online"
+                else None
+            ),
         },
+        [*evaluate.values(), train_prm],
     )
     return Plan(
         root=root,
@@ -175,12 +155,25 @@ def plan(config: ExperimentConfig) -> Plan:
     )
 
 
+def _policy_settings(policy: PolicyConfig) -> dict:
+    """What SFT builds the policy from, resolved. The nominal size only names the model in paper
+    FLOPs (evaluate's key has it); the name only labels the directory and the W&B run."""
+    settings = policy.model_dump(exclude={"nominal_params", "name", "learning_rate"})
+    if policy.hub_id is None:
+        settings["intermediate_size"] = policy.ffn_size
+    return settings
+
+
+def _deepspeed(path: str) -> dict:
+    """A DeepSpeed config's content: the file may move, its settings key the training."""
+    return json.loads(Path(path).read_text())
+
+
 def _prm_stages(
     config: ExperimentConfig,
-    artifacts: Path,
+    artifact,
     data: StageArtifact,
     sft: dict[str, StageArtifact],
-    sft_section: dict,
     generation: dict,
 ) -> tuple[StageArtifact | None, StageArtifact | None]:
     prm = config.prm
@@ -189,43 +182,45 @@ def _prm_stages(
     label_steps = None
     if prm.labels is not None:
         policy = config.labelling_policy
-        label_steps = stage_artifact(
-            artifacts,
+        label_steps = artifact(
             "label_steps",
             policy.name,
             {
-                # Resolved: a temperature left to its default and the same one given
+                # Resolved: a temperature or policy left to its default and the same one given
                 # explicitly make the same labels.
-                "labels": {
-                    **prm.labels.model_dump(exclude={"temperature", "rollout_temperature"}),
-                    "temperatures": config.label_temperatures,
+                "prm": {
+                    "labels": {
+                        **prm.labels.model_dump(),
+                        "temperature": config.label_temperatures[0],
+                        "rollout_temperature": config.label_temperatures[1],
+                        "policy": policy.name,
+                        "completer": config.completer_policy.name,
+                    }
                 },
                 # The labels have their own sampling settings.
                 "generation": {k: v for k, v in generation.items() if k not in SAMPLING},
-                "format": config.data.format.model_dump(),
-                "model": sft[policy.name].key,
-                "completer": sft[config.completer_policy.name].key,
-                "data": data.key,
+                "data": {"format": config.data.format.model_dump()},
                 "seed": config.seed,
-                "code": code_version(STAGE_CODE["label_steps"]),
             },
+            [data, sft[policy.name], sft[config.completer_policy.name]],
         )
     init = config.prm_init_policy
-    train_prm = stage_artifact(
-        artifacts,
+    training = config.prm_training
+    train_prm = artifact(
         "train_prm",
         "prm",
         {
-            "prm": prm.model_dump(exclude={"labels", "batch_size", "cache_bytes"}),
-            "labels": label_steps.key if label_steps is not None else None,
-            "init": sft[init.name].key if init is not None else prm.init_from,
-            "launch": {
-                k: sft_section[k] for k in ("num_processes", "num_nodes", "use_cpu", "bf16")
+            "prm": {
+                **prm.model_dump(exclude={"labels", "training", *PRM_SPEED_SETTINGS}),
+                # A policy's checkpoint is an input; a hub model, by its id.
+                "init_from": prm.init_from if init is None else None,
+                # Resolved: what it leaves out is the sft section's.
+                "training": training.model_dump(exclude={"deepspeed", *TRAINING_SPEED_SETTINGS}),
             },
-            "deepspeed": json.loads(Path(config.sft.deepspeed).read_text()),
-            "format": config.data.format.model_dump(),
+            "deepspeed": _deepspeed(training.deepspeed),
+            "data": {"format": config.data.format.model_dump()},
             "seed": config.seed,
-            "code": code_version(STAGE_CODE["train_prm"]),
         },
+        [label_steps, sft[init.name] if init is not None else None],
     )
     return label_steps, train_prm

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from inferscale.data.records import Problem, read_records, write_records
 from inferscale.data.steps import StepFormat
-from inferscale.evaluation import sample_seed
 from inferscale.generation.base import Backend, Completion, Request
 from inferscale.grading import extract_answer, is_equivalent
+from inferscale.seeds import derived_seed
 
 if TYPE_CHECKING:  # the adapters import `datasets`, which the PRM's processes do not need
     from inferscale.data.adapters import LabelledSolution
@@ -80,7 +80,7 @@ def label_solutions(
     """
     if samples_per_question < 1 or rollouts_per_step < 1:
         raise ValueError("samples_per_question and rollouts_per_step must be at least 1")
-    base_seeds = [sample_seed(seed, p.id) for p in problems]
+    base_seeds = [derived_seed(seed, p.id) for p in problems]
 
     def request(prompt: str, n: int, seed: int, temperature: float) -> Request:
         return Request(

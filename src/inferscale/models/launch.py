@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from inferscale.config import PolicyConfig, SFTConfig
-from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
+from inferscale.config import ExperimentConfig, PolicyConfig, SFTConfig
+from inferscale.models.files import PRM_SUMMARY_FILE, SFT_SUMMARY_FILE
 from inferscale.models.processes import (
     OWNER_ENV,
     owner_token,
@@ -126,8 +126,51 @@ def sft_spec(
     }
 
 
+def prm_spec(
+    config: ExperimentConfig,
+    init_model: str,
+    train_file: Path,
+    heldout_file: Path | None,
+    output_dir: Path,
+    report_to: list[str],
+) -> dict:
+    """PRM training's spec: the `prm` section, and its training settings resolved
+    (`ExperimentConfig.prm_training`), which are what the stage's key holds."""
+    prm, training = config.prm, config.prm_training
+    assert prm is not None
+    return {
+        "init_model": init_model,
+        "train_file": str(train_file),
+        "eval_file": str(heldout_file) if heldout_file else None,
+        "output_dir": str(output_dir),
+        "deepspeed_config": training.deepspeed,
+        "format": config.data.format.model_dump(),
+        "good_token": prm.good_token,
+        "bad_token": prm.bad_token,
+        "label": prm.label,
+        "max_length": prm.max_length,
+        "seed": config.seed,
+        "max_steps": prm.max_steps,
+        "per_device_batch_size": prm.per_device_batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "learning_rate": prm.learning_rate,
+        "warmup_steps": prm.warmup_steps,
+        "lr_scheduler": training.lr_scheduler,
+        "weight_decay": training.weight_decay,
+        "bf16": training.bf16,
+        "use_cpu": training.use_cpu,
+        "threads_per_rank": training.threads_per_process,
+        "logging_steps": training.logging_steps,
+        "report_to": report_to,
+        "run_name": "train_prm",
+        # the held-out scoring after training: speed settings
+        "eval_batch_size": prm.batch_size,
+        "eval_device": config.generation.device,
+    }
+
+
 class LaunchSettings(Protocol):
-    """How many processes (and nodes) a training run uses; SFTConfig is one."""
+    """How many processes (and nodes) a training run uses: SFTConfig, PRMTrainingConfig."""
 
     @property
     def num_processes(self) -> int: ...
@@ -228,7 +271,7 @@ def run_training(
 def run_sft(spec: dict, sft: SFTConfig, env: dict[str, str], log_path: Path) -> dict:
     """Run SFT (`inferscale.models.sft`); return its train_summary.json."""
     return run_training(
-        SFT_MODULE, spec, sft, env, log_path, "train_summary.json", "sft_spec.json", "SFT"
+        SFT_MODULE, spec, sft, env, log_path, SFT_SUMMARY_FILE, "sft_spec.json", "SFT"
     )
 
 

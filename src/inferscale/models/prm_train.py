@@ -36,10 +36,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from inferscale.models.divergence import finite_loss_callback
+from inferscale.models.files import PRM_SUMMARY_FILE
 from inferscale.models.processes import leave_with_owner
 from inferscale.numerics import describe
 
-SUMMARY_FILE = "prm_summary.json"
 REQUIRED_KEYS = ("init_model", "train_file", "output_dir", "deepspeed_config")
 DEFAULTS = {
     "tokenizer_dir": None,
@@ -213,7 +213,7 @@ def train(spec: dict) -> None:
         wandb_run = wandb.run
         if wandb_run is not None and metrics:
             wandb_run.log({f"eval/{k}": v for k, v in metrics.items() if v is not None})
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    (output_dir / PRM_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     # The Trainer's callback leaves its run open; finished only at interpreter exit, the run's
     # log can be completed a minute after this process has gone.
     if wandb_run is not None:

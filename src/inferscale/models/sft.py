@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from inferscale.models.divergence import finite_loss_callback
+from inferscale.models.files import SFT_SUMMARY_FILE
 from inferscale.models.processes import leave_with_owner
 from inferscale.numerics import describe
 
@@ -144,7 +145,7 @@ def train(spec: dict) -> None:
             "numerics": describe(),
             "loss_history": history,
         }
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        (output_dir / SFT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         if "wandb" in spec["report_to"]:
             import wandb
 

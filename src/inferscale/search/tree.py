@@ -12,7 +12,6 @@ step texts from the root down to it. A node's score is the PRM's score of its la
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from inferscale.data.records import Problem
 from inferscale.data.steps import StepFormat
 from inferscale.generation.base import Backend, FinishReason, Request
 from inferscale.grading import extract_answer
+from inferscale.seeds import derived_seed
 
 Aggregation = Literal["last", "min", "prod", "mean"]
 AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
@@ -141,13 +141,6 @@ def new_search(problem: Problem, fmt: StepFormat) -> SearchResult:
     return SearchResult(question_id=problem.id, question=problem.question, fmt=fmt, nodes=[root])
 
 
-def request_seed(base: int, question_id: str, node: int) -> int:
-    """The seed for expanding one node: a fixed shared seed would make vLLM draw the same
-    samples for every request, and hashing (not position) keeps resumed runs identical."""
-    digest = hashlib.sha256(f"{base}:{question_id}:{node}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x3FFFFFFF
-
-
 def is_finished(
     text: str, finish_reason: FinishReason, depth: int, settings: SearchSettings
 ) -> bool:
@@ -184,7 +177,8 @@ def expand(
             top_p=settings.top_p,
             max_new_tokens=settings.max_step_tokens,
             stop=(fmt.tag,),
-            seed=request_seed(settings.seed, searches[q].question_id, i),
+            # a seed per node: one shared seed would make vLLM draw the same samples for all
+            seed=derived_seed(settings.seed, searches[q].question_id, i),
         )
         for q, i, n in expansions
     ]

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from inferscale.analysis.evaluations import load_evaluations
 from inferscale.analysis.experiment import AnalysisSettings, analyze
 from inferscale.artifacts import COMPLETE_MARKER, Timer, write_json
-from inferscale.models.prm_train import SUMMARY_FILE as PRM_SUMMARY_FILE
+from inferscale.models.files import PRM_SUMMARY_FILE
 from inferscale.report.figures import write_figures
 from inferscale.report.files import REPORT_FILE, SUMMARY_FILE, TABLE_FILE, table_file
 from inferscale.report.html import ReportInputs, write_report
