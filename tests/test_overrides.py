@@ -151,7 +151,9 @@ def test_run_hands_the_overridden_config_to_the_flow(experiment, cli, capsys):
     assert "prepare_data: somewhere" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["validate", "run", "status", "summary", "report", "plan"])
+@pytest.mark.parametrize(
+    "command", ["validate", "run", "status", "summary", "report", "plan", "gc"]
+)
 def test_every_command_refuses_a_bad_override_in_one_line(experiment, cli, command, capsys):
     main, calls = cli
     before = set(experiment.parent.rglob("*"))

@@ -1,4 +1,4 @@
-"""`inferscale run | validate | status | summary | report | plan`: the command-line entry
+"""`inferscale run | validate | status | summary | report | plan | gc`: the command-line entry
 point."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -230,6 +231,56 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from inferscale.stages import run_root
+    from inferscale.stale_artifacts import sweep
+
+    config = _load(args.config, overrides=args.overrides)
+    source = config_source(args.config, args.overrides)
+    keep = [(other, _load(other)) for other in args.keep]
+    artifacts = run_root(config) / "artifacts"
+    current = {a.path for a in plan(config).all()}
+    for other, other_config in keep:
+        other_artifacts = run_root(other_config) / "artifacts"
+        if other_artifacts.resolve() != artifacts.resolve():
+            print(f"note: {other} keeps its artifacts in {other_artifacts}, not here")
+        current |= {a.path for a in plan(other_config).all()}
+    if not artifacts.is_dir():
+        print(f"nothing to collect: {artifacts} does not exist")
+        return 0
+    result = sweep(artifacts, current, delete=args.yes)
+    kept_bytes = sum(d.bytes for d in result.kept)
+    print(f"kept {len(result.kept)} directories of current keys ({_size(kept_bytes)})")
+    for directory, holder in result.busy:
+        print(f"kept, a run is computing it: {directory.path} ({holder})")
+    stale_bytes = sum(d.bytes for d in result.stale)
+    if not result.stale:
+        print("nothing stale")
+        return 0
+    print(
+        f"{'deleted' if args.yes else 'stale'}: {len(result.stale)} directories no current key "
+        f"of {source} points to:"
+    )
+    for d in result.stale:
+        print(f"  {_size(d.bytes):>10}  {'finished' if d.finished else 'unfinished':<10}  {d.path}")
+    if args.yes:
+        print(f"freed {_size(stale_bytes)}")
+    else:
+        command = " ".join(
+            ["inferscale gc", source, *(f"--keep {shlex.quote(k)}" for k in args.keep), "--yes"]
+        )
+        print(f"would free {_size(stale_bytes)}: run `{command}` to delete them")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferscale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_plan,
             "the compute-optimal choice for a FLOPs budget, from the measured curves",
         ),
+        ("gc", cmd_gc, "list (and with --yes delete) artifacts no current key points to"),
     ):
         p = sub.add_parser(name, help=text)
         _add_config_arguments(p)
@@ -271,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--level", help="a difficulty group: a level (e.g. 3), easy or hard (default: all)"
     )
     planner.add_argument("--top", type=int, default=3, help="how many choices to list")
+    _add_gc_arguments(commands["gc"])
     return parser
 
 
@@ -297,6 +350,18 @@ def _add_only_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy", metavar="NAME", help="with --only sft or evaluate: that policy alone"
     )
+
+
+def _add_gc_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="OTHER_CONFIG",
+        help="keep the artifacts of this config too (one that shares the output folder); "
+        "repeatable",
+    )
+    parser.add_argument("--yes", action="store_true", help="delete what is listed")
 
 
 # Slurm and Kubernetes kill a job 30 s after its SIGTERM; when the signal went to the whole
