@@ -201,16 +201,33 @@ def test_the_flow_runs_one_stage_alone_and_refuses_missing_inputs(tmp_path, comm
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_only_sft_for_one_policy_trains_that_policy_and_nothing_after_it(
-    tmp_path, command_line, capsys
+    tmp_path, command_line, capsys, monkeypatch
 ):
     path = write_config(
         tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs", **{"tracking.mode": "disabled"})
     )
+    from contextlib import nullcontext
+
+    from inferscale.models import launch
+
+    bars = []
+
+    def progress(description, total, done=0, unit="question"):
+        advances: list[int] = []
+        bars.append((total, unit, advances))
+        return nullcontext(advances.append)
+
+    # As on a terminal: the training's bar follows the steps its rank 0 records.
+    monkeypatch.setattr(launch, "bars_shown", lambda: True)
+    monkeypatch.setattr(launch, "terminal_progress", progress)
     p = plan(load_config(path))
     assert command_line(["run", str(path), "--only", "prepare_data"]) == 0
     assert command_line(["run", str(path), "--only", "sft", "--policy", "B"]) == 0
     assert f"sft-B: {p.sft['B'].path}" in capsys.readouterr().out
     assert p.sft["B"].complete and (p.sft["B"].path / "train_summary.json").is_file()
+    [(total, unit, advances)] = bars
+    assert (total, unit, sum(advances)) == (4, "step", 4)  # max_steps 4
+    assert p.sft["B"].damage() == [] and not (p.sft["B"].path / ".step").exists()
     assert sorted(d.name for d in (p.root / "artifacts").iterdir()) == ["prepare_data", "sft"]
     assert [d.name for d in (p.root / "artifacts" / "sft").iterdir() if d.is_dir()] == [
         p.sft["B"].path.name

@@ -242,12 +242,15 @@ def _wait_showing_steps(
         while True:
             try:
                 proc.wait(timeout=STEP_POLL_S)
-                return
+                finished = True
             except subprocess.TimeoutExpired:
-                step = read_step(path)
-                if step is not None and step > shown:
-                    advance(step - shown)
-                    shown = step
+                finished = False
+            step = read_step(path)  # once more after the end: the bar ends at the last step
+            if step is not None and step > shown:
+                advance(step - shown)
+                shown = step
+            if finished:
+                return
 
 
 def run_sft(spec: dict, sft: SFTConfig, env: dict[str, str], log_path: Path) -> dict:
