@@ -86,3 +86,33 @@ def test_off_a_terminal_the_launcher_is_only_waited_for(tmp_path, monkeypatch):
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     launch._wait_showing_steps(proc, tmp_path, 3, "SFT")
     assert proc.returncode == 0
+
+
+def test_off_a_terminal_the_libraries_bars_are_silenced_too(monkeypatch):
+    import os
+
+    from transformers.utils import logging as transformers_logging
+
+    from inferscale.progress import quiet_library_bars
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "CI"):
+        os.environ.pop(name, None)
+    was = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.enable_progress_bar()
+    try:
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        quiet_library_bars()  # a terminal: left as they are
+        assert transformers_logging.is_progress_bar_enabled()
+        assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+        monkeypatch.setattr(sys, "stderr", io.StringIO())
+        quiet_library_bars()
+        assert not transformers_logging.is_progress_bar_enabled()
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # for the training ranks
+        assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
+    finally:
+        (
+            transformers_logging.enable_progress_bar
+            if was
+            else transformers_logging.disable_progress_bar
+        )()

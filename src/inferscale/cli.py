@@ -18,6 +18,7 @@ import psutil
 
 from inferscale.config import ConfigError, ExperimentConfig, check_run_inputs, load_config
 from inferscale.overrides import config_source
+from inferscale.progress import quiet_library_bars
 from inferscale.report.files import REPORT_FILE, SUMMARY_FILE
 from inferscale.report.summary import format_summary
 from inferscale.stages import STAGES, plan
@@ -410,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary server's 20 s default is too short on a loaded 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    quiet_library_bars()
     args = build_parser().parse_args(argv)
     code = args.func(args)
     # Prefect may turn the stop into an error of its own while it shuts down.

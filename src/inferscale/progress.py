@@ -33,6 +33,19 @@ def bars_shown(stream: TextIO | None = None) -> bool:
     return stream.isatty() and not os.environ.get("CI")
 
 
+def quiet_library_bars() -> None:
+    """Off a terminal, silence the libraries' own bars too (transformers' weight loading, the
+    hub's downloads, datasets'), in this process and in those it starts (training ranks)."""
+    if bars_shown():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # transformers and the hub read the variable when imported, which may have happened.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 @contextmanager
 def terminal_progress(
     description: str, total: int | None, done: int = 0, unit: str = "question"
