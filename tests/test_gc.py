@@ -86,6 +86,9 @@ def test_gc_lists_then_deletes_with_yes_and_never_touches_current_keys(experimen
 
     assert main(["gc", src, "--yes"]) == 0
     assert "nothing stale" in capsys.readouterr().out
+    fill(p.root / "artifacts" / "sft" / "A-3333333333333333", 100, finished=True)
+    assert main(["gc", src]) == 0
+    assert "stale: 1 directory no current key" in capsys.readouterr().out
 
 
 def test_a_directory_another_run_computes_is_kept_and_named(experiment, capsys):

@@ -240,6 +240,10 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
+def _directories(n: int) -> str:
+    return f"{n} {'directory' if n == 1 else 'directories'}"
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from inferscale.stages import run_root
     from inferscale.stale_artifacts import sweep
@@ -259,7 +263,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         return 0
     result = sweep(artifacts, current, delete=args.yes)
     kept_bytes = sum(d.bytes for d in result.kept)
-    print(f"kept {len(result.kept)} directories of current keys ({_size(kept_bytes)})")
+    print(f"kept {_directories(len(result.kept))} of current keys ({_size(kept_bytes)})")
     for directory, holder in result.busy:
         print(f"kept, a run is computing it: {directory.path} ({holder})")
     stale_bytes = sum(d.bytes for d in result.stale)
@@ -267,8 +271,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print("nothing stale")
         return 0
     print(
-        f"{'deleted' if args.yes else 'stale'}: {len(result.stale)} directories no current key "
-        f"of {source} points to:"
+        f"{'deleted' if args.yes else 'stale'}: {_directories(len(result.stale))} no current "
+        f"key of {source} points to:"
     )
     for d in result.stale:
         print(f"  {_size(d.bytes):>10}  {'finished' if d.finished else 'unfinished':<10}  {d.path}")
