@@ -141,3 +141,31 @@ def test_scores_are_refused_when_a_store_misses_questions(tmp_path, monkeypatch)
     )
     with pytest.raises(IncompleteResults, match=r"samples-n4.jsonl holds 5 of its 6"):
         run(tmp_path, ScriptedBackend())
+
+
+class CountedProgress:
+    """A `progress` that records each bar: (what, total, done before it, advances)."""
+
+    def __init__(self) -> None:
+        self.bars: list[tuple[str, int, int, list[int]]] = []
+
+    def __call__(self, what, total, done=0, unit="question"):
+        from contextlib import nullcontext
+
+        advances: list[int] = []
+        self.bars.append((what, total, done, advances))
+        return nullcontext(advances.append)
+
+
+def test_progress_counts_each_stores_questions_from_what_was_written(tmp_path):
+    first = CountedProgress()
+    evaluate_policy(
+        PROBLEMS[:4], tmp_path, PLAN, lambda: ScriptedBackend(), log=lambda _: None, progress=first
+    )
+    # batch_size 8: greedy 8 questions a call (4 here); the pool of 4 samples 2 a call.
+    assert first.bars == [("greedy", 4, 0, [4]), ("samples-n4", 4, 0, [2, 2])]
+    resumed = CountedProgress()
+    evaluate_policy(
+        PROBLEMS, tmp_path, PLAN, lambda: ScriptedBackend(), log=lambda _: None, progress=resumed
+    )
+    assert resumed.bars == [("greedy", 6, 4, [2]), ("samples-n4", 6, 4, [2])]

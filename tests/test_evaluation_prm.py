@@ -247,3 +247,34 @@ def test_questions_share_a_backend_call_by_each_search_s_widest_round():
     # per question: its root's children, then two.
     assert round_width("rebase", 16) == 16 and round_width("beam_search", 8) == 8
     assert round_width("mcts", 32) == 4 and round_width("mcts", 8) == 2
+
+
+def test_progress_counts_the_pools_prm_scores_and_each_trees_questions(tmp_path):
+    from contextlib import nullcontext
+
+    bars = []
+
+    def progress(what, total, done=0, unit="question"):
+        advances: list[int] = []
+        bars.append((what, total, done, advances))
+        return nullcontext(advances.append)
+
+    problems = [Problem(id=f"id-{q}", question=q, answer=q) for q in ("3", "5", "8")]
+    plan = tree_plan(
+        strategies=["weighted_vote", "rebase"], budgets=[1, 2], search_budgets={"rebase": [2]}
+    )
+    evaluate_policy(
+        problems,
+        tmp_path,
+        plan,
+        lambda: ScriptedBackend(answer_at_depth_two),
+        lambda: ScriptedScorer(),
+        lambda _: None,
+        progress=progress,
+    )
+    # batch_size 8: pools of 2 samples, 4 questions a call; rebase at width 2, 4 a call.
+    assert bars == [
+        ("samples-n2", 3, 0, [3]),
+        ("samples-n2-prm", 3, 0, [3]),
+        ("rebase-b2", 3, 0, [3]),
+    ]

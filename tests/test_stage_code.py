@@ -157,7 +157,7 @@ def test_the_orchestration_only_modules_hide_no_code_a_stage_runs():
     edges, _ = code._graph(code.PACKAGE_ROOT)
     left_out = code.ORCHESTRATION_ONLY
     assert left_out <= set(edges)
-    assert len(left_out) <= 8  # a short list, each entry argued for in stage_code.py
+    assert len(left_out) <= 10  # a short list, each entry argued for in stage_code.py
     for stage, entry_points in code.ENTRY_POINTS.items():
         hashed = code.reachable(entry_points + code.SHARED)
         reached: set[str] = set()

@@ -212,3 +212,35 @@ def test_math_shepherd_rows_become_hard_labelled_records():
 def test_math_shepherd_labels_must_match_steps():
     with pytest.raises(ValueError, match="2 steps but 1 labels"):
         from_math_shepherd([LabelledSolution("q?", ["a", "The answer is: 1"], [True])], FMT)
+
+
+def test_progress_counts_the_solution_requests_then_the_rollout_requests():
+    from contextlib import nullcontext
+
+    bars = []
+
+    def progress(what, total, done=0, unit="question"):
+        advances: list[int] = []
+        bars.append((what, total, unit, advances))
+        return nullcontext(advances.append)
+
+    policy = ScriptedPolicy()
+    label_solutions(
+        PROBLEMS,
+        policy,
+        FMT,
+        samples_per_question=5,
+        rollouts_per_step=4,
+        temperature=0.7,
+        top_p=0.9,
+        max_new_tokens=32,
+        seed=7,
+        rollout_temperature=0.7,
+        batch_size=8,
+        progress=progress,
+    )
+    solutions, rollouts = bars
+    # 5 sequences a question and 4 a prefix, at most 8 a call: one question, two prefixes.
+    assert [len(call) for call in policy.calls] == [1, 1, 2, 2, 2]
+    assert solutions == ("solutions", 2, "question", [1, 1])
+    assert rollouts == ("rollouts", 6, "prefix", [2, 2, 2])

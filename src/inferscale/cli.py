@@ -1,4 +1,4 @@
-"""`inferscale run | validate | status | summary | report | plan`: the command-line entry
+"""`inferscale run | validate | status | summary | report | plan | gc`: the command-line entry
 point."""
 
 from __future__ import annotations
@@ -6,15 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
 
 from inferscale.config import ConfigError, ExperimentConfig, check_run_inputs, load_config
+from inferscale.overrides import config_source
+from inferscale.progress import quiet_library_bars
 from inferscale.report.files import REPORT_FILE, SUMMARY_FILE
 from inferscale.report.summary import format_summary
 from inferscale.stages import STAGES, plan
@@ -22,13 +26,14 @@ from inferscale.stages import STAGES, plan
 DEFAULT_CONFIG = "configs/default.yaml"
 
 
-def _load(path: str, run_inputs: bool = False) -> ExperimentConfig:
-    """The experiment at `path`; with `run_inputs`, also what a run reads and writes (dataset
-    files, the output folder). A bad input ends the command with its one-line reason, code 2."""
+def _load(path: str, run_inputs: bool = False, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The experiment at `path` with its `--set` overrides; with `run_inputs`, also what a run
+    reads and writes (dataset files, the output folder). A bad input ends the command with its
+    one-line reason, code 2."""
     try:
-        config = load_config(path)
+        config = load_config(path, overrides)
         if run_inputs:
-            check_run_inputs(config, path)
+            check_run_inputs(config, config_source(path, overrides))
         return config
     except ConfigError as err:
         print(err, file=sys.stderr)
@@ -47,10 +52,12 @@ def _check_tracking(path: str, config: ExperimentConfig) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config, run_inputs=True)
+    config = _load(args.config, run_inputs=True, overrides=args.overrides)
+    source = config_source(args.config, args.overrides)
     if args.dry_run:
         return _dry_run(config, args.refresh)
-    _check_tracking(args.config, config)
+    _check_tracking(source, config)
+    _refuse_unrunnable_only(args, config, source)
     from inferscale.flows.parameters import flow_parameters
     from inferscale.flows.pipeline import StagesFailed, experiment_flow
     from inferscale.reaper import start_for
@@ -59,7 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        report_dir = Path(experiment_flow(**flow_parameters(config, args.config, args.refresh)))
+        parameters = flow_parameters(config, source, args.refresh, args.only, args.policy)
+        result = experiment_flow(**parameters)
     except StagesFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -70,17 +78,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("finished stages are kept; fix the cause and run again", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - start
+    if args.only:
+        return _print_only(result, elapsed)
+    report_dir = Path(result)
     summary = json.loads((report_dir / SUMMARY_FILE).read_text())
     print(format_summary(summary, report_dir))
     print(f"wall time: {elapsed:.0f} s; W&B runs: {plan(config).root / 'wandb'}")
     return 0
 
 
+def _refuse_unrunnable_only(
+    args: argparse.Namespace, config: ExperimentConfig, source: str
+) -> None:
+    """`--only` whose stage or inputs are not there ends the command, code 2, before any work."""
+    if args.only is None and args.policy is None:
+        return
+    from inferscale.single_stage import selection_problem
+
+    problem = selection_problem(config, plan(config), args.only, args.policy, args.refresh, source)
+    if problem:
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _print_only(artifacts: dict[str, str], elapsed: float) -> int:
+    for name, path in artifacts.items():
+        print(f"{name}: {path}")
+    print(f"wall time: {elapsed:.0f} s")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = _load(args.config, run_inputs=True)
-    _check_tracking(args.config, config)
+    config = _load(args.config, run_inputs=True, overrides=args.overrides)
+    source = config_source(args.config, args.overrides)
+    _check_tracking(source, config)
     print(
-        f"{args.config}: valid ({len(config.policies)} policies, "
+        f"{source}: valid ({len(config.policies)} policies, "
         f"strategies {config.evaluation.strategies}, budgets {config.evaluation.budgets})"
     )
     return 0
@@ -98,7 +131,7 @@ def _dry_run(config: ExperimentConfig, refresh: list[str]) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from inferscale.plan_status import evaluation_progress, is_partial_evaluation, state_of, why_run
 
-    config = _load(args.config)
+    config = _load(args.config, overrides=args.overrides)
     p = plan(config)
     for artifact in p.all():
         state, damage = state_of(artifact)
@@ -114,8 +147,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finished_analysis(config_path: str):
-    report = plan(_load(config_path)).analyze
+def _finished_analysis(config_path: str, overrides: Sequence[str]):
+    report = plan(_load(config_path, overrides=overrides)).analyze
+    config_path = config_source(config_path, overrides)
     if not report.complete:
         print(
             f"error: no finished analysis at {report.path}; run `inferscale run {config_path}`",
@@ -134,13 +168,13 @@ def _finished_analysis(config_path: str):
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    report = _finished_analysis(args.config)
+    report = _finished_analysis(args.config, args.overrides)
     print(format_summary(json.loads((report.path / SUMMARY_FILE).read_text()), report.path))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = (_finished_analysis(args.config).path / REPORT_FILE).resolve()
+    path = (_finished_analysis(args.config, args.overrides).path / REPORT_FILE).resolve()
     print(path)
     if args.open:
         import webbrowser
@@ -159,7 +193,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from inferscale.scaling.frontier import BudgetError, beyond_noise, margin
     from inferscale.search.registry import STRATEGIES
 
-    config = _load(args.config)
+    config = _load(args.config, overrides=args.overrides)
     stages = plan(config)
     try:
         evaluations = load_evaluations(
@@ -169,7 +203,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             config.evaluation.aggregation,
         )
     except ValueError as err:
-        print(f"error: {err} (`inferscale run {args.config}`)", file=sys.stderr)
+        source = config_source(args.config, args.overrides)
+        print(f"error: {err} (`inferscale run {source}`)", file=sys.stderr)
         return 1
     settings = AnalysisSettings.of(config.analysis)
     levels = args.level or ALL_LEVELS
@@ -213,11 +248,66 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _directories(n: int) -> str:
+    return f"{n} {'directory' if n == 1 else 'directories'}"
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from inferscale.stages import run_root
+    from inferscale.stale_artifacts import sweep
+
+    config = _load(args.config, overrides=args.overrides)
+    source = config_source(args.config, args.overrides)
+    keep = [(other, _load(other)) for other in args.keep]
+    artifacts = run_root(config) / "artifacts"
+    current = {a.path for a in plan(config).all()}
+    for other, other_config in keep:
+        other_artifacts = run_root(other_config) / "artifacts"
+        if other_artifacts.resolve() != artifacts.resolve():
+            print(f"note: {other} keeps its artifacts in {other_artifacts}, not here")
+        current |= {a.path for a in plan(other_config).all()}
+    if not artifacts.is_dir():
+        print(f"nothing to collect: {artifacts} does not exist")
+        return 0
+    result = sweep(artifacts, current, delete=args.yes)
+    kept_bytes = sum(d.bytes for d in result.kept)
+    print(f"kept {_directories(len(result.kept))} of current keys ({_size(kept_bytes)})")
+    for directory, holder in result.busy:
+        print(f"kept, a run is computing it: {directory.path} ({holder})")
+    stale_bytes = sum(d.bytes for d in result.stale)
+    if not result.stale:
+        print("nothing stale")
+        return 0
+    print(
+        f"{'deleted' if args.yes else 'stale'}: {_directories(len(result.stale))} no current "
+        f"key of {source} points to:"
+    )
+    for d in result.stale:
+        print(f"  {_size(d.bytes):>10}  {'finished' if d.finished else 'unfinished':<10}  {d.path}")
+    if args.yes:
+        print(f"freed {_size(stale_bytes)}")
+    else:
+        command = " ".join(
+            ["inferscale gc", source, *(f"--keep {shlex.quote(k)}" for k in args.keep), "--yes"]
+        )
+        print(f"would free {_size(stale_bytes)}: run `{command}` to delete them")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferscale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run or resume an experiment end to end")
-    run.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    _add_config_arguments(run)
+    _add_only_arguments(run)
     run.add_argument(
         "--refresh",
         action="append",
@@ -243,9 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_plan,
             "the compute-optimal choice for a FLOPs budget, from the measured curves",
         ),
+        ("gc", cmd_gc, "list (and with --yes delete) artifacts no current key points to"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+        _add_config_arguments(p)
         p.set_defaults(func=func)
         commands[name] = p
     commands["report"].add_argument("--open", action="store_true", help="open it in a browser")
@@ -258,7 +349,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--level", help="a difficulty group: a level (e.g. 3), easy or hard (default: all)"
     )
     planner.add_argument("--top", type=int, default=3, help="how many choices to list")
+    _add_gc_arguments(commands["gc"])
     return parser
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one setting of the config, the value in YAML (e.g. "
+        "evaluation.budgets=[1,2,4], policies.0.num_layers=4); repeatable",
+    )
+
+
+def _add_only_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--only",
+        choices=STAGES,
+        metavar="STAGE",
+        help="run STAGE alone, from finished inputs, and nothing after it",
+    )
+    parser.add_argument(
+        "--policy", metavar="NAME", help="with --only sft or evaluate: that policy alone"
+    )
+
+
+def _add_gc_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="OTHER_CONFIG",
+        help="keep the artifacts of this config too (one that shares the output folder); "
+        "repeatable",
+    )
+    parser.add_argument("--yes", action="store_true", help="delete what is listed")
 
 
 # Slurm and Kubernetes kill a job 30 s after its SIGTERM; when the signal went to the whole
@@ -307,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary server's 20 s default is too short on a loaded 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    quiet_library_bars()
     args = build_parser().parse_args(argv)
     code = args.func(args)
     # Prefect may turn the stop into an error of its own while it shuts down.

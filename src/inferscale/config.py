@@ -13,6 +13,7 @@ import json
 import os
 import re
 import string
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +36,7 @@ from inferscale.data.synthetic import (
     too_few_questions,
 )
 from inferscale.models.factory import SUPPORTED_HEAD_DIMS
+from inferscale.overrides import OverrideError, apply_overrides, config_source
 from inferscale.search.registry import STRATEGIES, TREE_STRATEGIES
 
 Positive = Annotated[int, Field(gt=0)]
@@ -958,14 +960,29 @@ def read_yaml(path: Path) -> Any:
         loader.dispose()
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def _yaml_value(text: str) -> Any:
+    """One value written as in an experiment file (`1e-3` a number, `[1, 2]` a list)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"not valid YAML ({problem})") from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The experiment in the YAML file `path`, with `--set key.path=value` `overrides`
+    applied before it is validated."""
     path = Path(path)
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
         raise ConfigError(
             f"{path}: {state}; give the path of an experiment file (configs/default.yaml is one)"
         )
-    return parse_config(read_yaml(path), source=str(path), base_dir=path.parent)
+    try:
+        raw = apply_overrides(read_yaml(path), overrides, _yaml_value)
+    except OverrideError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return parse_config(raw, source=config_source(str(path), overrides), base_dir=path.parent)
 
 
 def check_run_inputs(config: ExperimentConfig, source: str) -> None:

@@ -26,6 +26,7 @@ from inferscale.data.records import Problem
 from inferscale.data.steps import StepFormat
 from inferscale.generation.base import Backend, Completion, Request
 from inferscale.grading import answer_classes, extract_answer, is_equivalent
+from inferscale.progress import Advance, Progress, no_progress
 from inferscale.results import ResultStore
 from inferscale.scaling.subsets import QuestionPool, pass_at_k, question_accuracies
 from inferscale.scores import PoolRecord, QuestionScore, points_over
@@ -64,14 +65,18 @@ def generate_pending(
     record_for: Callable[[Problem, Completion], dict],
     sequences_per_question: int,
     batch_size: int,
+    advance: Advance | None = None,
 ) -> int:
-    """Generate and store records for the problems not yet in the store; returns how many."""
+    """Generate and store records for the problems not yet in the store; returns how many
+    (`advance` counts each stored question)."""
     done = store.done_ids()
     pending = [p for p in problems if p.id not in done]
     per_chunk = max(1, batch_size // sequences_per_question)
     for chunk in _chunks(pending, per_chunk):
         completions = backend.generate([request_for(p) for p in chunk])
         store.append([record_for(p, c) for p, c in zip(chunk, completions, strict=True)])
+        if advance is not None:
+            advance(len(chunk))
     return len(pending)
 
 
@@ -94,7 +99,14 @@ def grade_samples(problem: Problem, completion: Completion, fmt: StepFormat) -> 
 
 
 def run_samples(
-    problems, store, backend, fmt: StepFormat, settings: SamplingSettings, n: int, greedy: bool
+    problems,
+    store,
+    backend,
+    fmt: StepFormat,
+    settings: SamplingSettings,
+    n: int,
+    greedy: bool,
+    advance: Advance | None = None,
 ) -> int:
     """n samples per question (greedy: the one argmax decode), graded and stored."""
 
@@ -116,6 +128,7 @@ def run_samples(
         lambda p, c: grade_samples(p, c, fmt),
         n,
         settings.batch_size,
+        advance,
     )
 
 
@@ -212,6 +225,7 @@ def score_pool(
     scorer: Scorer,
     fmt: StepFormat,
     batch_size: int,
+    advance: Advance | None = None,
 ) -> int:
     """The PRM's step scores of every pool sample not yet scored, stored per question."""
     done = store.done_ids()
@@ -241,6 +255,8 @@ def score_pool(
                 for p in chunk
             ]
         )
+        if advance is not None:
+            advance(len(chunk))
     return len(pending)
 
 
@@ -309,6 +325,7 @@ def run_tree_search(
     settings: SearchSettings,
     questions_per_call: int,
     record_for: Callable[[Problem, SearchResult], dict],
+    advance: Advance | None = None,
 ) -> int:
     """Search every question not yet in the store, a chunk of questions at a time."""
     done = store.done_ids()
@@ -317,6 +334,8 @@ def run_tree_search(
     for chunk in _chunks(pending, questions_per_call):
         results = search(chunk, backend, scorer, budget, settings)
         store.append([record_for(p, r) for p, r in zip(chunk, results, strict=True)])
+        if advance is not None:
+            advance(len(chunk))
     return len(pending)
 
 
@@ -439,12 +458,14 @@ def evaluate_policy(
     open_backend: Callable[[], Backend],
     open_scorer: Callable[[], Scorer] | None = None,
     log: Callable[[str], None] = print,
+    progress: Progress = no_progress,
 ) -> dict:
     """Generate what is missing from out_dir's stores, then score every strategy and budget:
     {"scores": one QuestionScore per (question, strategy, budget), "points": their means per
     question set, "greedy_accuracy_by_level": ...}.
 
-    The backend and the scorer are opened only if something is left for them to do.
+    The backend and the scorer are opened only if something is left for them to do; each
+    store's questions are counted by a `progress(store, total, done)` of its own.
     """
     kinds = {s: STRATEGIES[s].kind for s in plan.strategies}
     pool_strategies = [s for s in plan.strategies if kinds[s] == "pool"]
@@ -496,14 +517,19 @@ def evaluate_policy(
                 log(
                     f"{name}: {todo} questions to generate ({len(problems) - todo} already written)"
                 )
-                run_samples(problems, store, backend(), plan.fmt, plan.sampling, n, greedy)
+                model = backend()
+                with progress(name, len(problems), len(problems) - todo) as advance:
+                    run_samples(problems, store, model, plan.fmt, plan.sampling, n, greedy, advance)
         if needs_scores:
             store = ResultStore(store_path(out_dir, pool_prm_store(pool_size)))
             todo = len(problems) - len(store.done_ids() & ids)
             if todo:
                 log(f"{pool_store(pool_size)}: {todo} questions' samples to score with the PRM")
                 records = {r["id"]: r for r in read(pool_store(pool_size))}
-                score_pool(problems, records, store, scorer(), plan.fmt, plan.sampling.batch_size)
+                name = pool_prm_store(pool_size)
+                with progress(name, len(problems), len(problems) - todo) as advance:
+                    batch_size = plan.sampling.batch_size
+                    score_pool(problems, records, store, scorer(), plan.fmt, batch_size, advance)
         for strategy in tree_strategies:
             for budget in plan.search_budgets[strategy]:
                 name = tree_store(strategy, budget)
@@ -512,25 +538,28 @@ def evaluate_policy(
                 if not todo:
                     continue
                 log(f"{name}: {todo} questions to search")
-                run_tree_search(
-                    search_problems,
-                    store,
-                    strategy,
-                    budget,
-                    backend(),
-                    scorer(),
-                    plan.search,  # type: ignore[arg-type]
-                    max(1, plan.sampling.batch_size // round_width(strategy, budget)),
-                    lambda p, r: tree_record(
-                        p,
-                        r,
-                        plan.fmt,
-                        plan.aggregation,
-                        plan.cost,
-                        plan.prm_cost,
-                        plan.paper_params,  # type: ignore[arg-type]
-                    ),
-                )
+                searched = len(search_problems)
+                with progress(name, searched, searched - todo) as advance:
+                    run_tree_search(
+                        search_problems,
+                        store,
+                        strategy,
+                        budget,
+                        backend(),
+                        scorer(),
+                        plan.search,  # type: ignore[arg-type]
+                        max(1, plan.sampling.batch_size // round_width(strategy, budget)),
+                        lambda p, r: tree_record(
+                            p,
+                            r,
+                            plan.fmt,
+                            plan.aggregation,
+                            plan.cost,
+                            plan.prm_cost,
+                            plan.paper_params,  # type: ignore[arg-type]
+                        ),
+                        advance,
+                    )
     finally:
         for thing in opened.values():
             thing.close()  # type: ignore[attr-defined]

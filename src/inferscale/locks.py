@@ -42,6 +42,22 @@ def _describe(path: Path) -> str:
         return "a process that has not said who it is yet"
 
 
+def holder(directory: Path) -> str | None:
+    """Who holds the lock of `directory` now (as `StageBusy` names them), or None when no run
+    does; the lock file is neither made nor written."""
+    try:
+        fd = os.open(lock_path(directory), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _describe(lock_path(directory))
+    finally:
+        os.close(fd)  # which drops the shared lock, if it was taken
+    return None
+
+
 class DirectoryLock:
     """The lock of one artifact directory, taken without waiting."""
 

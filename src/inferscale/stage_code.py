@@ -50,6 +50,8 @@ ORCHESTRATION_ONLY = frozenset(
         "inferscale.models.processes",  # process groups of training ranks, their clean-up
         "inferscale.tracking.wandb_runs",  # W&B runs of the stages (their files are apart)
         "inferscale.tracking.offline",
+        "inferscale.progress",  # terminal progress bars
+        "inferscale.models.training_progress",  # the step count a rank leaves for the bar
     }
 )
 

@@ -20,6 +20,7 @@ from inferscale.data.records import Problem, read_records, write_records
 from inferscale.data.steps import StepFormat
 from inferscale.generation.base import Backend, Completion, Request
 from inferscale.grading import extract_answer, is_equivalent
+from inferscale.progress import Advance, Progress, no_progress
 from inferscale.seeds import derived_seed
 
 if TYPE_CHECKING:  # the adapters import `datasets`, which the PRM's processes do not need
@@ -65,6 +66,7 @@ def label_solutions(
     equivalent: Equivalence = is_equivalent,
     batch_size: int | None = None,
     completer: Backend | None = None,
+    progress: Progress = no_progress,
 ) -> list[StepLabelled]:
     """Sample solutions from the policy and label each step by rollouts from its prefix.
 
@@ -76,7 +78,8 @@ def label_solutions(
     most `batch_size` sequences when given.
     Every sampled sequence gets its own seed: the question's seed (from `seed` and the question
     id, so a question is labelled the same whatever its neighbours) plus a running offset.
-    Solutions without any step are dropped.
+    Solutions without any step are dropped. `progress` counts the questions whose solutions
+    are sampled, then the rollout requests.
     """
     if samples_per_question < 1 or rollouts_per_step < 1:
         raise ValueError("samples_per_question and rollouts_per_step must be at least 1")
@@ -96,7 +99,8 @@ def label_solutions(
         request(fmt.prompt(p.question), samples_per_question, base, temperature)
         for p, base in zip(problems, base_seeds, strict=True)
     ]
-    completions = _generate(backend, solution_requests, batch_size)
+    with progress("solutions", len(solution_requests)) as advance:
+        completions = _generate(backend, solution_requests, batch_size, advance)
     solutions = [[_solution_steps(sample.text, fmt) for sample in c.samples] for c in completions]
 
     prefixes: list[_Prefix] = []
@@ -121,7 +125,8 @@ def label_solutions(
                         request(prompt, rollouts_per_step, next_seed, rollout_temperature)
                     )
                 next_seed += rollouts_per_step
-    rollouts = _generate(completer or backend, rollout_requests, batch_size)
+    with progress("rollouts", len(rollout_requests), unit="prefix") as advance:
+        rollouts = _generate(completer or backend, rollout_requests, batch_size, advance)
 
     correct_share: dict[_Prefix, float] = {}
     for prefix, r in zip(prefixes, request_of, strict=True):
@@ -182,11 +187,12 @@ def _solution_steps(text: str, fmt: StepFormat) -> list[str]:
 
 
 def _generate(
-    backend: Backend, requests: list[Request], batch_size: int | None
+    backend: Backend, requests: list[Request], batch_size: int | None, advance: Advance
 ) -> list[Completion]:
     completions: list[Completion] = []
     for chunk in _chunks_by_sequences(requests, batch_size):
         completions += backend.generate(chunk)
+        advance(len(chunk))
     return completions
 
 

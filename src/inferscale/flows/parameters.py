@@ -6,13 +6,20 @@ from inferscale.config import ExperimentConfig
 
 
 def flow_parameters(
-    config: ExperimentConfig, config_path: str, refresh: list[str] | None = None
+    config: ExperimentConfig,
+    config_path: str,
+    refresh: list[str] | None = None,
+    only: str | None = None,
+    policy: str | None = None,
 ) -> dict:
     """The flow's parameters for a validated config: the config itself, as JSON, so that the
-    flow needs no file to run (a worker on another machine gets it whole), and its path, which
-    names the run and its errors."""
+    flow needs no file to run (a worker on another machine gets it whole), and its path (with
+    its `--set` overrides, `config_source`), which names the run and its errors; `only` (and
+    `policy`) run one stage alone."""
     return {
         "config": config.model_dump(mode="json"),
         "config_path": config_path,
         "refresh": list(refresh or []),
+        "only": only,
+        "policy": policy,
     }

@@ -3,15 +3,18 @@ evaluate (per policy) -> analyze.
 
 Each task returns the path of its artifact and skips itself when that artifact is complete.
 A failed branch (one policy's training or evaluation) does not stop the others; the flow
-reports every failed stage at the end, and the next run redoes only those.
+reports every failed stage at the end, and the next run redoes only those. With `only`, the
+flow runs one stage alone from finished inputs.
 """
 
 from __future__ import annotations
 
 from prefect import flow
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from inferscale.config import parse_config
+from inferscale.single_stage import selected_steps, selection_problem
 from inferscale.stages import plan, run_root, stages_to_refresh
 from inferscale.tasks.analyze import analyze_task
 from inferscale.tasks.context import RunContext
@@ -27,15 +30,39 @@ class StagesFailed(RuntimeError):
     pass
 
 
-@flow(name="inferscale", flow_run_name="{config_path}", validate_parameters=False)
-def experiment_flow(config: dict, config_path: str, refresh: list[str] | None = None) -> str:
+class CannotRunAlone(ValueError):
+    """`only` names a stage this run cannot run alone: no such stage, or unfinished inputs."""
+
+
+def _run_name() -> str:
+    """The flow run's name: the config's source (path and `--set` overrides), and the stage
+    run alone."""
+    parameters = flow_run.parameters
+    only = parameters.get("only")
+    if only is None:
+        return parameters["config_path"]
+    policy = parameters.get("policy")
+    return f"{parameters['config_path']} --only {only}" + (f" --policy {policy}" if policy else "")
+
+
+@flow(name="inferscale", flow_run_name=_run_name, validate_parameters=False)
+def experiment_flow(
+    config: dict,
+    config_path: str,
+    refresh: list[str] | None = None,
+    only: str | None = None,
+    policy: str | None = None,
+) -> str | dict[str, str]:
     """Run (or resume) the experiment `config` (as `flow_parameters` gives it); return the
-    analysis artifact's directory."""
+    analysis artifact's directory. With `only`, run that stage alone (for `policy` alone, or
+    each policy) and return its artifacts' directories by name."""
     config = parse_config(config, source=config_path)
     # W&B's mode is settled here, once per run: every stage and training subprocess reads it
     # from this config (offline when the server does not answer).
     config = settle_tracking(config, run_root(config) / "wandb", get_run_logger().warning)
     ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
+    if only is not None or policy is not None:
+        return _run_only(ctx, config_path, only, policy, refresh or [])
     # Up front, so that a refresh that fails half-way leaves no stale downstream result marked
     # finished: each refreshed artifact counts as unfinished until its task has redone it.
     for artifact in ctx.plan.all():
@@ -65,6 +92,11 @@ def experiment_flow(config: dict, config_path: str, refresh: list[str] | None = 
             failed[f"evaluate-{policy.name}"] = state.result(raise_on_failure=False)
             continue
         evaluations[policy.name] = state.result()
+    _raise_if_failed(failed)
+    return analyze_task(ctx, evaluations, prm_dir)
+
+
+def _raise_if_failed(failed: dict[str, BaseException | str]) -> None:
     if failed:
         lines = "\n".join(f"  {name}: {err}" for name, err in failed.items())
         get_run_logger().error("failed stages:\n%s", lines)
@@ -72,7 +104,50 @@ def experiment_flow(config: dict, config_path: str, refresh: list[str] | None = 
             f"{len(failed)} stage(s) failed:\n{lines}\n"
             "Finished stages are kept; fix the cause and run again to redo only these."
         )
-    return analyze_task(ctx, evaluations, prm_dir)
+
+
+def _run_only(
+    ctx: RunContext, source: str, stage: str | None, policy: str | None, refresh: list[str]
+) -> dict[str, str]:
+    """One stage alone, from finished inputs; nothing downstream of it."""
+    config, p = ctx.config, ctx.plan
+    problem = selection_problem(config, p, stage, policy, refresh, source)
+    if problem:
+        raise CannotRunAlone(problem)
+    assert stage is not None
+    policies = {q.name: q for q in config.policies}
+    data_dir = str(p.prepare_data.path)
+    prm_dir = str(p.train_prm.path) if p.train_prm is not None else None
+    states = {}
+    for step in selected_steps(config, p, stage, policy):
+        if stage == "prepare_data":
+            state = prepare_data_task(ctx, return_state=True)
+        elif stage == "sft":
+            state = sft_task(ctx, policies[step.policy], data_dir, return_state=True)
+        elif stage == "label_steps":
+            labelling, completer = config.labelling_policy, config.completer_policy
+            model, completer_model = p.sft[labelling.name].path, p.sft[completer.name].path
+            state = label_steps_task(
+                ctx, labelling, str(model), str(completer_model), data_dir, return_state=True
+            )
+        elif stage == "train_prm":
+            init = config.prm_init_policy
+            labels_dir = str(p.label_steps.path) if p.label_steps is not None else None
+            init_dir = str(p.sft[init.name].path) if init is not None else None
+            state = train_prm_task(ctx, labels_dir, init_dir, return_state=True)
+        elif stage == "evaluate":
+            model = str(p.sft[step.policy].path)
+            needed_prm = prm_dir if config.evaluation.needs_prm else None
+            state = evaluate_task(
+                ctx, policies[step.policy], model, data_dir, needed_prm, return_state=True
+            )
+        else:
+            evaluations = {name: str(a.path) for name, a in p.evaluate.items()}
+            state = analyze_task(ctx, evaluations, prm_dir, return_state=True)
+        states[step.name] = state
+    failed = {name: s.result(raise_on_failure=False) for name, s in states.items() if s.is_failed()}
+    _raise_if_failed(failed)
+    return {name: state.result() for name, state in states.items()}
 
 
 def _train_prm(

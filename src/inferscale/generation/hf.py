@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from inferscale.generation.base import Completion, Request, Sample, validate_request
+from inferscale.progress import bars_shown
 
 MIN_BATCHES_FOR_PROGRESS = 4
 COMPACT_AT_FINISHED_FRACTION = 0.25
@@ -204,7 +205,7 @@ class HFBackend:
             sequences[start : start + self.batch_size]
             for start in range(0, len(sequences), self.batch_size)
         ]
-        show = self.show_progress and len(batches) >= MIN_BATCHES_FOR_PROGRESS
+        show = self.show_progress and len(batches) >= MIN_BATCHES_FOR_PROGRESS and bars_shown()
         samples: list[list[Sample | None]] = [[None] * r.n for r in requests]
         with torch.inference_mode():
             for batch in tqdm(batches, desc="hf generate", unit="batch", disable=not show):

@@ -23,7 +23,9 @@ from inferscale.models.processes import (
     remove_shared_buffers,
     stop_group,
 )
+from inferscale.models.training_progress import read_step, step_file
 from inferscale.numerics import pinned_env
+from inferscale.progress import bars_shown, terminal_progress
 
 SFT_MODULE = "inferscale.models.sft"
 PRM_MODULE = "inferscale.models.prm_train"
@@ -33,6 +35,7 @@ PRM_MODULE = "inferscale.models.prm_train"
 SHM_COMM_OP = "deepspeed_shm_comm"
 # A lock younger than this may belong to a builder that has not opened it yet or is closing it.
 STALE_LOCK_AGE_S = 5.0
+STEP_POLL_S = 0.5  # how often the step a training has reached is read, for its bar
 
 logger = logging.getLogger(__name__)
 
@@ -250,11 +253,12 @@ def run_training(
                 start_new_session=True,
             )
             try:
-                proc.wait()
+                _wait_showing_steps(proc, output_dir, spec.get("max_steps"), what)
             except BaseException:  # a stop (SIGTERM, Ctrl-C) or a crash of this process
                 stop_group(proc)
                 raise
     finally:
+        step_file(output_dir).unlink(missing_ok=True)
         if launch.use_cpu:
             remove_shared_buffers(port)
     summary_path = output_dir / summary_name
@@ -266,6 +270,30 @@ def run_training(
             f"full log: {log_path}\n--- last lines ---\n{''.join(lines[-30:])}"
         )
     return json.loads(summary_path.read_text())
+
+
+def _wait_showing_steps(
+    proc: subprocess.Popen, output_dir: Path, max_steps: int | None, what: str
+) -> None:
+    """Wait for the training to end, with a bar of its steps on a terminal."""
+    if not bars_shown():
+        proc.wait()
+        return
+    path = step_file(output_dir)
+    with terminal_progress(f"{what} {output_dir.name}", max_steps, unit="step") as advance:
+        shown = 0
+        while True:
+            try:
+                proc.wait(timeout=STEP_POLL_S)
+                finished = True
+            except subprocess.TimeoutExpired:
+                finished = False
+            step = read_step(path)  # once more after the end: the bar ends at the last step
+            if step is not None and step > shown:
+                advance(step - shown)
+                shown = step
+            if finished:
+                return
 
 
 def run_sft(spec: dict, sft: SFTConfig, env: dict[str, str], log_path: Path) -> dict:

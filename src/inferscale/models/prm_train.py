@@ -38,6 +38,7 @@ from pathlib import Path
 from inferscale.models.divergence import finite_loss_callback
 from inferscale.models.files import PRM_SUMMARY_FILE
 from inferscale.models.processes import leave_with_owner
+from inferscale.models.training_progress import step_callback
 from inferscale.numerics import describe
 
 REQUIRED_KEYS = ("init_model", "train_file", "output_dir", "deepspeed_config")
@@ -162,7 +163,7 @@ def train(spec: dict) -> None:
         train_dataset=examples,
         data_collator=lambda batch: collate_labelled(batch, pad_id),
         candidates=candidates,
-        callbacks=[finite_loss_callback()],
+        callbacks=[finite_loss_callback(), step_callback(output_dir)],
     )
     start = time.perf_counter()
     result = trainer.train()

@@ -18,6 +18,7 @@ from pathlib import Path
 from inferscale.models.divergence import finite_loss_callback
 from inferscale.models.files import SFT_SUMMARY_FILE
 from inferscale.models.processes import leave_with_owner
+from inferscale.models.training_progress import step_callback
 from inferscale.numerics import describe
 
 IGNORE_INDEX = -100
@@ -122,7 +123,7 @@ def train(spec: dict) -> None:
         args=args,
         train_dataset=examples,
         data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
-        callbacks=[finite_loss_callback()],
+        callbacks=[finite_loss_callback(), step_callback(output_dir)],
     )
     start = time.perf_counter()
     result = trainer.train()

@@ -16,6 +16,7 @@ from inferscale.data.prepare import TEST_FILE, step_format
 from inferscale.data.records import read_problems
 from inferscale.evaluation import SEARCHED, EvaluationPlan, SamplingSettings, evaluate_policy
 from inferscale.generation.backends import load_backend
+from inferscale.progress import stage_progress
 from inferscale.scores import EvaluationMetrics, write_evaluation
 from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import SearchSettings
@@ -98,6 +99,7 @@ def evaluate_task(
             open_backend=lambda: load_backend(gen, model_dir),
             open_scorer=(lambda: open_prm(ctx.config, prm_dir)) if prm_dir else None,
             log=lambda msg: logger.info("%s %s", policy.name, msg),
+            progress=stage_progress(f"evaluate-{policy.name}"),
         )
     parameters = count_parameters(model_config)
     points = result["points"]

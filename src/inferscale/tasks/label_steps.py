@@ -12,6 +12,7 @@ from inferscale.data.prepare import TRAIN_FILE, step_format
 from inferscale.data.records import read_problems
 from inferscale.data.step_labels import label_solutions, write_step_labels
 from inferscale.generation.backends import load_backend
+from inferscale.progress import stage_progress
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tracking.wandb_runs import finish_run, start_run
 
@@ -78,6 +79,7 @@ def label_steps_task(
                     batch_size=gen.batch_size,
                     completer=completer,
                     rollout_temperature=rollout_temperature,
+                    progress=stage_progress(f"label_steps {name.removesuffix('.jsonl')}"),
                 )
                 write_step_labels(artifact.path / name, records)
                 stats[name.removesuffix(".jsonl")] = label_stats(records)

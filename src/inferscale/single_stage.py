@@ -1,0 +1,125 @@
+"""Running one stage alone (`run --only STAGE [--policy NAME]`): which artifacts it makes, which
+finished artifacts it reads, and why it cannot run yet."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from inferscale.artifacts import StageArtifact
+from inferscale.config import ExperimentConfig
+from inferscale.stages import STAGES, Plan
+
+PER_POLICY_STAGES = ("sft", "evaluate")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One artifact of a stage: for a per-policy stage, that of one policy."""
+
+    stage: str
+    policy: str | None
+    artifact: StageArtifact
+
+    @property
+    def name(self) -> str:
+        """As its task run is named: `sft-A`, `train_prm`."""
+        return f"{self.stage}-{self.policy}" if self.policy else self.stage
+
+    def command(self, source: str) -> str:
+        """The command that makes this artifact alone."""
+        policy = f" --policy {shlex.quote(self.policy)}" if self.policy else ""
+        return f"inferscale run {source} --only {self.stage}{policy}"
+
+
+def selected_steps(
+    config: ExperimentConfig, plan: Plan, stage: str, policy: str | None
+) -> list[Step]:
+    """The artifacts `--only stage [--policy policy]` makes (every policy's when none is
+    named); assumes `selection_problem` found nothing wrong."""
+    if stage in PER_POLICY_STAGES:
+        artifacts = getattr(plan, stage)
+        names = [policy] if policy else [p.name for p in config.policies]
+        return [Step(stage, name, artifacts[name]) for name in names]
+    artifact = getattr(plan, stage)
+    return [Step(stage, None, artifact)]
+
+
+def input_steps(config: ExperimentConfig, plan: Plan, step: Step) -> list[Step]:
+    """The finished artifacts `step` reads, in the order the flow makes them."""
+    data = Step("prepare_data", None, plan.prepare_data)
+
+    def sft(name: str) -> Step:
+        return Step("sft", name, plan.sft[name])
+
+    prm = Step("train_prm", None, plan.train_prm) if plan.train_prm is not None else None
+    if step.stage == "prepare_data":
+        return []
+    if step.stage == "sft":
+        return [data]
+    if step.stage == "label_steps":
+        names = dict.fromkeys([config.labelling_policy.name, config.completer_policy.name])
+        return [data, *(sft(name) for name in names)]
+    if step.stage == "train_prm":
+        init = config.prm_init_policy
+        steps = [sft(init.name)] if init is not None else []
+        if plan.label_steps is not None:
+            steps.append(Step("label_steps", None, plan.label_steps))
+        return steps
+    if step.stage == "evaluate":
+        needs_prm = config.evaluation.needs_prm
+        return [data, sft(step.policy), *([prm] if needs_prm else [])]
+    evaluations = [Step("evaluate", name, a) for name, a in plan.evaluate.items()]
+    return [*evaluations, *([prm] if prm is not None else [])]
+
+
+def _unfinished(step: Step) -> str | None:
+    """Why `step`'s artifact cannot be read as it is, or None."""
+    if not step.artifact.complete:
+        return "is not finished"
+    damage = step.artifact.damage()
+    return f"is damaged: {'; '.join(damage[:2])}" if damage else None
+
+
+def selection_problem(
+    config: ExperimentConfig,
+    plan: Plan,
+    stage: str | None,
+    policy: str | None,
+    refresh: list[str],
+    source: str,
+) -> str | None:
+    """Why `--only stage [--policy policy]` cannot run now, as one line that starts with
+    `source` and says what to do; None when it can (or when no stage is selected)."""
+    if stage is None:
+        if policy is not None:
+            return f"{source}: --policy {policy} needs --only sft or --only evaluate"
+        return None
+    if stage not in STAGES:
+        return f"{source}: --only {stage}: no such stage; stages: {', '.join(STAGES)}"
+    if refresh:
+        return (
+            f"{source}: --only and --refresh together: --only computes a stage that is not "
+            "finished; to compute finished stages again, drop --only"
+        )
+    if getattr(plan, stage) is None:
+        why = "it has no PRM" if config.prm is None else "its PRM reads labelled files"
+        return f"{source}: --only {stage}: this experiment has no {stage} stage ({why})"
+    if policy is not None:
+        if stage not in PER_POLICY_STAGES:
+            return (
+                f"{source}: --policy applies to {' and '.join(PER_POLICY_STAGES)}, not to "
+                f"{stage}; drop it"
+            )
+        names = [p.name for p in config.policies]
+        if policy not in names:
+            return f"{source}: --policy {policy}: no such policy; policies: {', '.join(names)}"
+    for step in selected_steps(config, plan, stage, policy):
+        for needed in input_steps(config, plan, step):
+            why = _unfinished(needed)
+            if why:
+                return (
+                    f"{source}: {step.name} needs {needed.name}, which {why} "
+                    f"({needed.artifact.path}); run `{needed.command(source)}` first"
+                )
+    return None
