@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from inferscale.config import parse_config
 from inferscale.stages import plan, run_root, stages_to_refresh
@@ -18,6 +19,7 @@ from inferscale.tasks.context import RunContext
 from inferscale.tasks.evaluate import evaluate_task
 from inferscale.tasks.label_steps import label_steps_task
 from inferscale.tasks.prepare_data import prepare_data_task
+from inferscale.tasks.retries import with_retries
 from inferscale.tasks.sft import sft_task
 from inferscale.tasks.train_prm import train_prm_task
 from inferscale.tracking.connection import settle_tracking
@@ -35,17 +37,24 @@ def experiment_flow(config: dict, config_path: str, refresh: list[str] | None = 
     # W&B's mode is settled here, once per run: every stage and training subprocess reads it
     # from this config (offline when the server does not answer).
     config = settle_tracking(config, run_root(config) / "wandb", get_run_logger().warning)
+    if refresh and flow_run.run_count > 1:
+        # A retried run (from the UI or the API) resumes its refresh: the first attempt marked
+        # the refreshed stages unfinished, and those it redid before failing stay done.
+        get_run_logger().info(
+            "attempt %d: %s not refreshed again", flow_run.run_count, ", ".join(refresh)
+        )
+        refresh = []
     ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
     # Up front, so that a refresh that fails half-way leaves no stale downstream result marked
     # finished: each refreshed artifact counts as unfinished until its task has redone it.
     for artifact in ctx.plan.all():
         if artifact.stage in ctx.refresh:
             artifact.invalidate()
-    data_dir = prepare_data_task(ctx)
+    data_dir = with_retries(prepare_data_task, config)(ctx)
     failed: dict[str, BaseException | str] = {}
     models: dict[str, str] = {}
     for policy in config.policies:
-        state = sft_task(ctx, policy, data_dir, return_state=True)
+        state = with_retries(sft_task, config)(ctx, policy, data_dir, return_state=True)
         if state.is_failed():
             failed[f"sft-{policy.name}"] = state.result(raise_on_failure=False)
         else:
@@ -58,7 +67,7 @@ def experiment_flow(config: dict, config_path: str, refresh: list[str] | None = 
         if config.evaluation.needs_prm and prm_dir is None:
             failed[f"evaluate-{policy.name}"] = "not run: its strategies need the PRM"
             continue
-        state = evaluate_task(
+        state = with_retries(evaluate_task, config)(
             ctx, policy, models[policy.name], data_dir, prm_dir, return_state=True
         )
         if state.is_failed():
@@ -72,7 +81,7 @@ def experiment_flow(config: dict, config_path: str, refresh: list[str] | None = 
             f"{len(failed)} stage(s) failed:\n{lines}\n"
             "Finished stages are kept; fix the cause and run again to redo only these."
         )
-    return analyze_task(ctx, evaluations, prm_dir)
+    return with_retries(analyze_task, config)(ctx, evaluations, prm_dir)
 
 
 def _train_prm(
@@ -90,7 +99,7 @@ def _train_prm(
         if untrained:
             failed["label_steps"] = f"not run: policy {untrained[0]} did not train"
             return None
-        state = label_steps_task(
+        state = with_retries(label_steps_task, config)(
             ctx, policy, models[policy.name], models[completer.name], data_dir, return_state=True
         )
         if state.is_failed():
@@ -102,7 +111,7 @@ def _train_prm(
         failed["train_prm"] = f"not run: policy {init.name} did not train"
         return None
     init_dir = models[init.name] if init is not None else None
-    state = train_prm_task(ctx, labels_dir, init_dir, return_state=True)
+    state = with_retries(train_prm_task, config)(ctx, labels_dir, init_dir, return_state=True)
     if state.is_failed():
         failed["train_prm"] = state.result(raise_on_failure=False)
         return None
