@@ -244,6 +244,12 @@ TABLE: dict[str, Row] = {
     "tracking.project": llemma("other", REPORT),
     "tracking.entity": llemma("me", REPORT),
     "tracking.mode": llemma("offline", REPORT),
+    # retries: how often a failed stage is tried again, never what it writes
+    **{
+        f"retries.{stage}.{field}": speed(value)
+        for stage in stages.STAGES
+        for field, value in (("count", 3), ("delay_seconds", 0.0))
+    },
 }
 
 
@@ -268,6 +274,7 @@ def declared_speed_settings() -> set[str]:
     out.update(f"prm.{name}" for name in stages.PRM_SPEED_SETTINGS)
     for section in ("sft", "prm.training"):
         out.update(f"{section}.{name}" for name in stages.TRAINING_SPEED_SETTINGS)
+    out.update(f for f in config_fields() if f.split(".")[0] in stages.RUN_SECTIONS)
     return out
 
 

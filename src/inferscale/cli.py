@@ -1,5 +1,5 @@
-"""`inferscale run | validate | status | summary | report | plan | gc`: the command-line entry
-point."""
+"""`inferscale run | validate | status | summary | report | plan | gc | serve | deploy`: the
+command-line entry point."""
 
 from __future__ import annotations
 
@@ -105,6 +105,55 @@ def _print_only(artifacts: dict[str, str], elapsed: float) -> int:
     for name, path in artifacts.items():
         print(f"{name}: {path}")
     print(f"wall time: {elapsed:.0f} s")
+    return 0
+
+
+def _deployment(args: argparse.Namespace) -> tuple[ExperimentConfig, dict]:
+    """The experiment and its flow parameters, once the config, the schedule and the Prefect
+    API are fine; otherwise the one-line reason, code 2."""
+    from inferscale.flows.deployments import PrefectUnavailable, check_cron, check_prefect_api
+    from inferscale.flows.parameters import flow_parameters
+
+    config = _load(args.config, run_inputs=True, overrides=args.overrides)
+    try:
+        check_cron(args.cron)
+        check_prefect_api()
+    except (ValueError, PrefectUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return config, flow_parameters(config, config_source(args.config, args.overrides))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from inferscale.flows.deployments import serve_experiment
+
+    config, parameters = _deployment(args)
+    _check_tracking(parameters["config_path"], config)
+    serve_experiment(parameters, args.name or config.name, args.cron)
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from inferscale.flows.deployments import PrefectUnavailable, check_work_pool, deploy_experiment
+
+    config, parameters = _deployment(args)
+    try:
+        pool_type = check_work_pool(args.pool)
+    except PrefectUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.image and pool_type == "process":
+        print(
+            f"error: --image: work pool {args.pool!r} runs flows as local processes, not in "
+            "images; drop --image, or deploy to a docker or kubernetes pool",
+            file=sys.stderr,
+        )
+        return 2
+    name = deploy_experiment(parameters, args.name or config.name, args.pool, args.cron, args.image)
+    print(
+        f"deployed {args.config} as {name} on work pool {args.pool!r}; a worker runs it: "
+        f"prefect worker start --pool {args.pool}"
+    )
     return 0
 
 
@@ -340,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         commands[name] = p
     commands["report"].add_argument("--open", action="store_true", help="open it in a browser")
+    _add_deployment_commands(sub)
     planner = commands["plan"]
     planner.add_argument(
         "--flops", type=float, required=True, help="inference FLOPs per question to spend"
@@ -388,6 +438,23 @@ def _add_gc_arguments(parser: argparse.ArgumentParser) -> None:
         "repeatable",
     )
     parser.add_argument("--yes", action="store_true", help="delete what is listed")
+
+
+def _add_deployment_commands(sub) -> None:
+    serve = sub.add_parser(
+        "serve", help="serve the experiment on a schedule from this process (Prefect server)"
+    )
+    serve.set_defaults(func=cmd_serve)
+    deploy = sub.add_parser("deploy", help="deploy the experiment to a Prefect work pool")
+    deploy.set_defaults(func=cmd_deploy)
+    deploy.add_argument("--pool", required=True, help="the work pool whose workers run it")
+    deploy.add_argument(
+        "--image", help="an image with inferscale installed, for a docker or kubernetes pool"
+    )
+    for p in (serve, deploy):
+        _add_config_arguments(p)
+        p.add_argument("--cron", help='when to run it, e.g. "0 3 * * *" (default: on demand)')
+        p.add_argument("--name", help="the deployment's name (default: the experiment's)")
 
 
 # Slurm and Kubernetes kill a job 30 s after its SIGTERM; when the signal went to the whole

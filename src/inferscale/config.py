@@ -489,6 +489,30 @@ class AnalysisConfig(Strict):
     flops_per_decade: Annotated[int, Field(ge=1, le=20)] = 3  # compute-optimal table's budgets
 
 
+class StageRetry(Strict):
+    """How often Prefect runs a failed stage again before the run reports it failed."""
+
+    count: Annotated[int, Field(ge=0, le=10)] = 0
+    delay_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+
+
+class RetryConfig(Strict):
+    """Retries per stage, for failures that may not happen again: a hub download, a lost node
+    or worker process. They change no output, so no stage key holds them.
+
+    By default a stage is retried where a retry is cheap: loading data (hub downloads) and
+    evaluation (it resumes from the questions it has written). A training is not: its failures
+    are mostly ones that happen again (a loss gone NaN, memory), and each retry starts it
+    over; on a cluster whose nodes get lost, give `sft`, `label_steps` and `train_prm` one."""
+
+    prepare_data: StageRetry = StageRetry(count=2)
+    sft: StageRetry = StageRetry()
+    label_steps: StageRetry = StageRetry()
+    train_prm: StageRetry = StageRetry()
+    evaluate: StageRetry = StageRetry(count=1)
+    analyze: StageRetry = StageRetry()
+
+
 class TrackingConfig(Strict):
     project: str = "inferscale"
     entity: str | None = None
@@ -507,6 +531,7 @@ class ExperimentConfig(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     tracking: TrackingConfig = TrackingConfig()
+    retries: RetryConfig = RetryConfig()
 
     @field_validator("policies")
     @classmethod

@@ -48,6 +48,8 @@ EVALUATION_SPEED_SETTINGS = {
 # The scorer's batch and cache; where a training's nodes are and how often it logs.
 PRM_SPEED_SETTINGS = frozenset({"batch_size", "cache_bytes"})
 TRAINING_SPEED_SETTINGS = frozenset({"hostfile", "logging_steps"})
+# Whole sections about how a run is carried out (retried), never what a stage writes.
+RUN_SECTIONS = frozenset({"retries"})
 SAMPLING = {"temperature", "top_p"}
 
 

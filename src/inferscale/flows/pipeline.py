@@ -21,6 +21,7 @@ from inferscale.tasks.context import RunContext
 from inferscale.tasks.evaluate import evaluate_task
 from inferscale.tasks.label_steps import label_steps_task
 from inferscale.tasks.prepare_data import prepare_data_task
+from inferscale.tasks.retries import with_retries
 from inferscale.tasks.sft import sft_task
 from inferscale.tasks.train_prm import train_prm_task
 from inferscale.tracking.connection import settle_tracking
@@ -60,6 +61,13 @@ def experiment_flow(
     # W&B's mode is settled here, once per run: every stage and training subprocess reads it
     # from this config (offline when the server does not answer).
     config = settle_tracking(config, run_root(config) / "wandb", get_run_logger().warning)
+    if refresh and flow_run.run_count > 1:
+        # A retried run (from the UI or the API) resumes its refresh: the first attempt marked
+        # the refreshed stages unfinished, and those it redid before failing stay done.
+        get_run_logger().info(
+            "attempt %d: %s not refreshed again", flow_run.run_count, ", ".join(refresh)
+        )
+        refresh = []
     ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
     if only is not None or policy is not None:
         return _run_only(ctx, config_path, only, policy, refresh or [])
@@ -68,11 +76,11 @@ def experiment_flow(
     for artifact in ctx.plan.all():
         if artifact.stage in ctx.refresh:
             artifact.invalidate()
-    data_dir = prepare_data_task(ctx)
+    data_dir = with_retries(prepare_data_task, config)(ctx)
     failed: dict[str, BaseException | str] = {}
     models: dict[str, str] = {}
     for policy in config.policies:
-        state = sft_task(ctx, policy, data_dir, return_state=True)
+        state = with_retries(sft_task, config)(ctx, policy, data_dir, return_state=True)
         if state.is_failed():
             failed[f"sft-{policy.name}"] = state.result(raise_on_failure=False)
         else:
@@ -85,7 +93,7 @@ def experiment_flow(
         if config.evaluation.needs_prm and prm_dir is None:
             failed[f"evaluate-{policy.name}"] = "not run: its strategies need the PRM"
             continue
-        state = evaluate_task(
+        state = with_retries(evaluate_task, config)(
             ctx, policy, models[policy.name], data_dir, prm_dir, return_state=True
         )
         if state.is_failed():
@@ -93,7 +101,7 @@ def experiment_flow(
             continue
         evaluations[policy.name] = state.result()
     _raise_if_failed(failed)
-    return analyze_task(ctx, evaluations, prm_dir)
+    return with_retries(analyze_task, config)(ctx, evaluations, prm_dir)
 
 
 def _raise_if_failed(failed: dict[str, BaseException | str]) -> None:
@@ -121,29 +129,33 @@ def _run_only(
     states = {}
     for step in selected_steps(config, p, stage, policy):
         if stage == "prepare_data":
-            state = prepare_data_task(ctx, return_state=True)
+            state = with_retries(prepare_data_task, config)(ctx, return_state=True)
         elif stage == "sft":
-            state = sft_task(ctx, policies[step.policy], data_dir, return_state=True)
+            state = with_retries(sft_task, config)(
+                ctx, policies[step.policy], data_dir, return_state=True
+            )
         elif stage == "label_steps":
             labelling, completer = config.labelling_policy, config.completer_policy
             model, completer_model = p.sft[labelling.name].path, p.sft[completer.name].path
-            state = label_steps_task(
+            state = with_retries(label_steps_task, config)(
                 ctx, labelling, str(model), str(completer_model), data_dir, return_state=True
             )
         elif stage == "train_prm":
             init = config.prm_init_policy
             labels_dir = str(p.label_steps.path) if p.label_steps is not None else None
             init_dir = str(p.sft[init.name].path) if init is not None else None
-            state = train_prm_task(ctx, labels_dir, init_dir, return_state=True)
+            state = with_retries(train_prm_task, config)(
+                ctx, labels_dir, init_dir, return_state=True
+            )
         elif stage == "evaluate":
             model = str(p.sft[step.policy].path)
             needed_prm = prm_dir if config.evaluation.needs_prm else None
-            state = evaluate_task(
+            state = with_retries(evaluate_task, config)(
                 ctx, policies[step.policy], model, data_dir, needed_prm, return_state=True
             )
         else:
             evaluations = {name: str(a.path) for name, a in p.evaluate.items()}
-            state = analyze_task(ctx, evaluations, prm_dir, return_state=True)
+            state = with_retries(analyze_task, config)(ctx, evaluations, prm_dir, return_state=True)
         states[step.name] = state
     failed = {name: s.result(raise_on_failure=False) for name, s in states.items() if s.is_failed()}
     _raise_if_failed(failed)
@@ -165,7 +177,7 @@ def _train_prm(
         if untrained:
             failed["label_steps"] = f"not run: policy {untrained[0]} did not train"
             return None
-        state = label_steps_task(
+        state = with_retries(label_steps_task, config)(
             ctx, policy, models[policy.name], models[completer.name], data_dir, return_state=True
         )
         if state.is_failed():
@@ -177,7 +189,7 @@ def _train_prm(
         failed["train_prm"] = f"not run: policy {init.name} did not train"
         return None
     init_dir = models[init.name] if init is not None else None
-    state = train_prm_task(ctx, labels_dir, init_dir, return_state=True)
+    state = with_retries(train_prm_task, config)(ctx, labels_dir, init_dir, return_state=True)
     if state.is_failed():
         failed["train_prm"] = state.result(raise_on_failure=False)
         return None
