@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,11 +20,12 @@ from inferscale.models.divergence import TrainingDiverged, check_finite
 from inferscale.models.launch import (
     TrainingFailed,
     clear_stale_build_lock,
+    free_port,
     op_build_lock,
     run_sft,
     sft_spec,
 )
-from inferscale.models.processes import SHM, remove_shared_buffers
+from inferscale.models.processes import OWNER_ENV, SHM, owner_token, remove_shared_buffers
 from inferscale.models.sft import IGNORE_INDEX, encode_example, pad_batch
 from inferscale.tracking.offline import find_runs, read_run
 from inferscale.tracking.wandb_runs import TrackingSettings, wandb_env
@@ -120,6 +123,29 @@ def test_only_the_runs_own_shared_buffers_are_removed(tmp_path):
     remove_shared_buffers(29533, shm=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
     remove_shared_buffers(29533, shm=tmp_path)  # nothing left to remove is fine
+
+
+@pytest.mark.parametrize("ends", ["finished", "failed"])
+def test_a_rank_that_ends_on_its_own_removes_its_runs_shared_buffers(ends):
+    """Were the run's owner killed in a rank's last second, the rank would exit before its
+    watch noticed, and no one else would remove the buffers."""
+    port = free_port()
+    buffers = [SHM / f"deepspeed_allreduce_buffer_{i}_127.0.0.1_{port}_0" for i in range(2)]
+    other = SHM / f"deepspeed_allreduce_buffer_0_127.0.0.1_{port}0_0"
+    for path in (*buffers, other):
+        path.write_bytes(b"x")
+    rank = "from inferscale.models.processes import leave_with_owner\nleave_with_owner()\n" + (
+        "raise SystemExit(3)\n" if ends == "failed" else ""
+    )
+    env = {**os.environ, OWNER_ENV: owner_token(), "MASTER_PORT": str(port)}
+    try:
+        done = subprocess.run([sys.executable, "-c", rank], env=env, timeout=120)
+        assert done.returncode == (3 if ends == "failed" else 0)
+        assert not any(path.exists() for path in buffers)
+        assert other.exists()  # another run's
+    finally:
+        for path in (*buffers, other):
+            path.unlink(missing_ok=True)
 
 
 def old_file(path: Path, age_s: float = 60.0) -> Path:

@@ -9,6 +9,7 @@ stop anything: each rank watches the process that started it and leaves when it 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -61,11 +62,18 @@ def owner_alive(token: str) -> bool:
 
 def leave_with_owner(poll_s: float = OWNER_POLL_S) -> threading.Thread | None:
     """In a rank: exit, removing the run's shared buffers, once the process named by OWNER_ENV
-    has gone. The launcher then stops the other ranks, and the runner exits with it."""
+    has gone. The launcher then stops the other ranks, and the runner exits with it.
+
+    A rank that ends on its own (finished or failed) removes them too as it exits: every rank
+    mapped them at start-up and none opens them by name again, and were the owner killed in the
+    last second of training, the rank would be gone before its watch noticed and the owner would
+    never remove them."""
     token = os.environ.get(OWNER_ENV)
     if not token:
         return None
     port = int(os.environ.get("MASTER_PORT", "0"))
+    if port:
+        atexit.register(remove_shared_buffers, port)
 
     def watch() -> None:
         while owner_alive(token):
