@@ -138,3 +138,16 @@ def shared_buffers_left(workdir: Path) -> list[Path]:
         for port in re.findall(r"--master_port[= ](\d+)", log.read_text(errors="replace"))
     }
     return [b for port in sorted(ports) for b in shared_buffers(port)]
+
+
+def downstream(direct: set[str], inputs: dict[str, tuple[str, ...]]) -> set[str]:
+    """The artifacts in `direct` and every artifact that reads one of them, transitively."""
+    out = set(direct)
+    changed = True
+    while changed:
+        changed = False
+        for name, reads in inputs.items():
+            if name not in out and out.intersection(reads):
+                out.add(name)
+                changed = True
+    return out

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pipeline_config import downstream
 
 from inferscale import stages
 from inferscale.config import ConfigError, ExperimentConfig, _model_in, parse_config, read_yaml
@@ -292,18 +293,6 @@ def make(base: str, changes: dict, hostfiles: dict[str, Path]) -> ExperimentConf
         placeholder = isinstance(value, str) and value in hostfiles
         apply(raw, name, str(hostfiles[value]) if placeholder else value)
     return parse_config(raw, base_dir=CONFIGS)
-
-
-def downstream(direct: set[str], inputs: dict) -> set[str]:
-    out = set(direct)
-    grew = True
-    while grew:
-        grew = False
-        for name, reads in inputs.items():
-            if name not in out and out.intersection(reads):
-                out.add(name)
-                grew = True
-    return out
 
 
 @pytest.fixture(scope="module")

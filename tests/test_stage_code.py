@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pipeline_config import downstream
 
 from inferscale import stage_code as code
 from inferscale.config import load_config
@@ -27,19 +28,6 @@ DEFAULT_INPUTS = {
     "analyze/report": ("evaluate/S", "evaluate/L", "train_prm/prm"),
 }
 EVERY = set(DEFAULT_INPUTS)
-
-
-def downstream(direct: set[str], inputs: dict[str, tuple[str, ...]]) -> set[str]:
-    """The artifacts in `direct` and every artifact that reads one of them, transitively."""
-    out = set(direct)
-    changed = True
-    while changed:
-        changed = False
-        for name, reads in inputs.items():
-            if name not in out and out.intersection(reads):
-                out.add(name)
-                changed = True
-    return out
 
 
 def keys(root: Path = code.PACKAGE_ROOT) -> dict[str, str]:
