@@ -294,40 +294,58 @@ def test_a_failed_deployment_run_retried_through_the_api_redoes_only_the_failed_
     # New evaluation keys, the same data and models as the served experiment's.
     config_path = tiny(server, "retried", **{"evaluation.seed": 7})
     p = plan(load_config(config_path))
-    serve = cli(
-        "serve",
+    # The README's steps: a process work pool, the deployment on it, a worker that runs it.
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "work-pool", "create", "local", "--type", "process"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deploy = cli(
+        "deploy",
         str(config_path),
+        "--pool",
+        "local",
         "--name",
         "tiny-retried",
         env=server.env,
-        log=server.workdir / "retried.log",
+        log=server.workdir / "deploy-retried.log",
     )
-    server.started.append(serve)
-    served = wait_for(
-        "served deployment", lambda: deployment(server, "inferscale/tiny-retried"), 120, serve
+    assert deploy.wait(timeout=180) == 0, (server.workdir / "deploy-retried.log").read_text()
+    deployed = deployment(server, "inferscale/tiny-retried")
+    log = server.workdir / "worker.log"
+    worker = spawn(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "local"], server.env, log
     )
+    server.started.append(worker)
 
     # The fault: another run holds evaluate-B, so that stage fails while the others finish.
     other_run = DirectoryLock(p.evaluate["B"].path, "evaluate")
     other_run.acquire()
     try:
         with server.client() as client:
-            run_id = client.create_flow_run_from_deployment(served.id).id
+            run_id = client.create_flow_run_from_deployment(deployed.id).id
         run = wait_for(
-            "failed flow run", lambda: finished_run(server, run_id), FLOW_RUN_TIMEOUT_S, serve
+            "failed flow run", lambda: finished_run(server, run_id), FLOW_RUN_TIMEOUT_S, worker
         )
-        assert run.state.is_failed(), run.state
+        assert run.state.is_failed(), (run.state, log.read_text()[-5000:])
         assert p.evaluate["A"].complete and not p.evaluate["B"].complete
         assert not p.analyze.complete
         before = markers(config_path)
     finally:
         other_run.release()
-    # The runner reports the run's process, which exits with code 1, as crashed: the server
+    # The worker reports the run's process, which exits with code 1, as crashed: the server
     # refuses that for a failed run, but not for one already put back to AwaitingRetry. As a
-    # user does, retry once the runner is done with the failed run.
-    log = server.workdir / "retried.log"
-    wait_for("end of the run's process", lambda: "Process exited" in log.read_text(), 60, serve)
-    time.sleep(5)
+    # user does, retry once the worker is done with the failed run: it logs the exit's
+    # resolution after its report, its last word on the run.
+    wait_for(
+        "worker done with the failed run",
+        lambda: "prefect.flow_runs.worker - Check the flow run logs" in log.read_text(),
+        60,
+        worker,
+    )
     with server.client() as client:
         assert client.read_flow_run(run_id).state.is_failed()
 
@@ -338,7 +356,7 @@ def test_a_failed_deployment_run_retried_through_the_api_redoes_only_the_failed_
         "retried flow run",
         lambda: finished_run(server, run_id, retried_from=failed),
         FLOW_RUN_TIMEOUT_S,
-        serve,
+        worker,
     )
     assert run.state.is_completed(), log.read_text()[-5000:]
     assert run.run_count == 2
@@ -347,7 +365,8 @@ def test_a_failed_deployment_run_retried_through_the_api_redoes_only_the_failed_
     assert redone == set()  # every stage finished in the failed attempt was found cached
     assert set(after) - set(before) == {str(p.evaluate["B"].path), str(p.analyze.path)}
     assert all(a.complete and not a.damage() for a in p.all())
-    stop(serve)
+    stop(worker)
+    assert worker.returncode == 0, log.read_text()[-3000:]
 
 
 @pytest.mark.slow
