@@ -231,6 +231,9 @@ def markers(config_path: Path) -> dict[str, int]:
     }
 
 
+WORKER_POOL = "workers"
+
+
 def process_pool(server: Server) -> str:
     """The process work pool `local` (the one prefect.yaml names), made if missing."""
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -294,9 +297,10 @@ def test_a_failed_deployment_run_retried_through_the_api_redoes_only_the_failed_
     # New evaluation keys, the same data and models as the served experiment's.
     config_path = tiny(server, "retried", **{"evaluation.seed": 7})
     p = plan(load_config(config_path))
-    # The README's steps: a process work pool, the deployment on it, a worker that runs it.
+    # The README's steps: a process work pool, the deployment on it, a worker that runs it (a
+    # pool of its own, which the other tests' `local` cannot already be).
     done = subprocess.run(
-        [sys.executable, "-m", "prefect", "work-pool", "create", "local", "--type", "process"],
+        [sys.executable, "-m", "prefect", "work-pool", "create", WORKER_POOL, "--type", "process"],
         env=server.env,
         capture_output=True,
         text=True,
@@ -307,7 +311,7 @@ def test_a_failed_deployment_run_retried_through_the_api_redoes_only_the_failed_
         "deploy",
         str(config_path),
         "--pool",
-        "local",
+        WORKER_POOL,
         "--name",
         "tiny-retried",
         env=server.env,
@@ -317,7 +321,7 @@ def test_a_failed_deployment_run_retried_through_the_api_redoes_only_the_failed_
     deployed = deployment(server, "inferscale/tiny-retried")
     log = server.workdir / "worker.log"
     worker = spawn(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "local"], server.env, log
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORKER_POOL], server.env, log
     )
     server.started.append(worker)
 
