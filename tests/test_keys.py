@@ -241,10 +241,10 @@ TABLE: dict[str, Row] = {
     "analysis.seed": setting(3, REPORT),
     "analysis.easy_levels": setting([1], REPORT),
     "analysis.flops_per_decade": setting(4, REPORT),
-    # tracking: only the online report's spec names the project (llemma tracks online)
-    "tracking.project": llemma("other", REPORT),
-    "tracking.entity": llemma("me", REPORT),
-    "tracking.mode": llemma("offline", REPORT),
+    # tracking: where the W&B runs go, settled when a run starts
+    "tracking.project": speed("other", base="llemma"),
+    "tracking.entity": speed("me", base="llemma"),
+    "tracking.mode": speed("offline", base="llemma"),
     # retries: how often a failed stage is tried again, never what it writes
     **{
         f"retries.{stage}.{field}": speed(value)

@@ -48,8 +48,11 @@ EVALUATION_SPEED_SETTINGS = {
 # The scorer's batch and cache; where a training's nodes are and how often it logs.
 PRM_SPEED_SETTINGS = frozenset({"batch_size", "cache_bytes"})
 TRAINING_SPEED_SETTINGS = frozenset({"hostfile", "logging_steps"})
-# Whole sections about how a run is carried out (retried), never what a stage writes.
-RUN_SECTIONS = frozenset({"retries"})
+# Whole sections about how a run is carried out (retried, tracked), never what a stage computes.
+# The W&B Report spec that analyze leaves names a project only when its run got online, which
+# a run settles as it starts (offline when W&B cannot be reached): keyed on tracking, the run
+# would compute another key than `status` and `summary` do from the file.
+RUN_SECTIONS = frozenset({"retries", "tracking"})
 SAMPLING = {"temperature", "top_p"}
 
 
@@ -137,12 +140,6 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         "report",
         {
             "analysis": config.analysis.model_dump(),
-            # The W&B Report spec in the directory names its project and entity when online.
-            "tracking": (
-                {"project": config.tracking.project, "entity": config.tracking.entity}
-                if config.tracking.mode == "online"
-                else None
-            ),
         },
         [*evaluate.values(), train_prm],
     )

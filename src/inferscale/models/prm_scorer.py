@@ -11,8 +11,11 @@ whole solution again, and a question's prompt is read once for all its solutions
 
 Every chunk is laid out the same way whatever shares its batch and whether its prefix came from
 the cache: the prefix's KV at the front, padded to a multiple of PAST_ALIGN positions, then the
-chunk's tokens, then right padding. On CPU with eager attention (the default) the scores are
-bitwise the same whatever the batching, the padding or the cache held (tested); PyTorch's fused
+chunk's tokens, then right padding. On CPU with eager attention (the default) and the
+machine's own kernels (INFERSCALE_CPU_NUMERICS=native) the scores are bitwise the same whatever
+the batching, the padding or the cache held; under the CPU numerics pins, whose reproducible MKL
+branch picks its matmul kernels by the matrices' shapes, they agree to float32 rounding (tested:
+within 1e-6). PyTorch's fused
 SDPA kernels changed them in the last float32 bit with the padded length. They equal one forward
 pass over the whole solution up to float rounding. GPU kernels, which pick their algorithm by
 shape, were not measured: `attn_implementation="sdpa"` is the faster choice there.
