@@ -4,8 +4,11 @@ the OOM killer included), stops every process it had started that is still runni
 Prefect's temporary API server, the grader's worker and the training launcher are children of
 the run; a run that is killed outright cannot stop them, and they would run on as orphans (the
 server for good). This process keeps the list of the run's descendants, refreshed every
-second, and terminates what is left of it when the run has gone. It ignores SIGTERM and SIGINT,
-which a scheduler sends to the run's whole process group, so that it outlives the run.
+second, and terminates what is left of it when the run has gone; then, with every process of
+the run gone, it removes the DeepSpeed shared-memory buffers of the trainings it saw (a rank
+leaving on its own removes them too, but one that was creating them as it left can leave one).
+It ignores SIGTERM and SIGINT, which a scheduler sends to the run's whole process group, so
+that it outlives the run.
 
     python -m inferscale.reaper PID
 """
@@ -19,6 +22,8 @@ import sys
 import time
 
 import psutil
+
+from inferscale.models.processes import remove_shared_buffers
 
 POLL_S = 1.0
 GRACE_S = 5.0
@@ -41,18 +46,39 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
-def watch(owner: psutil.Process, poll_s: float = POLL_S) -> list[psutil.Process]:
-    """Wait until `owner` has gone; return the descendants it had, bar this process."""
+def master_port(cmdline: list[str]) -> int | None:
+    """The port a `deepspeed` launcher command line names (`--master_port N` or `=N`)."""
+    for i, arg in enumerate(cmdline):
+        value = None
+        if arg == "--master_port" and i + 1 < len(cmdline):
+            value = cmdline[i + 1]
+        elif arg.startswith("--master_port="):
+            value = arg.partition("=")[2]
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
+def watch(owner: psutil.Process, poll_s: float = POLL_S) -> tuple[list[psutil.Process], set[int]]:
+    """Wait until `owner` has gone; return the descendants it had, bar this process, and the
+    ports of the trainings among them."""
     known: dict[int, psutil.Process] = {}
+    ports: set[int] = set()
     while not gone(owner):
         try:
             for child in owner.children(recursive=True):
-                if child.pid != os.getpid():
-                    known.setdefault(child.pid, child)
+                if child.pid != os.getpid() and child.pid not in known:
+                    known[child.pid] = child
+                    try:
+                        port = master_port(child.cmdline())
+                    except psutil.Error:
+                        port = None
+                    if port is not None:
+                        ports.add(port)
         except psutil.NoSuchProcess:
             break
         time.sleep(poll_s)
-    return list(known.values())
+    return list(known.values()), ports
 
 
 def stop(processes: list[psutil.Process], grace_s: float = GRACE_S) -> None:
@@ -79,7 +105,10 @@ def main(argv: list[str]) -> int:
         owner = psutil.Process(int(argv[0]))
     except psutil.NoSuchProcess:
         return 0
-    stop(watch(owner))
+    processes, ports = watch(owner)
+    stop(processes)
+    for port in ports:
+        remove_shared_buffers(port)
     return 0
 
 
