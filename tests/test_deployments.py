@@ -369,8 +369,6 @@ def test_a_failed_deployment_run_retried_through_the_api_redoes_only_the_failed_
     assert redone == set()  # every stage finished in the failed attempt was found cached
     assert set(after) - set(before) == {str(p.evaluate["B"].path), str(p.analyze.path)}
     assert all(a.complete and not a.damage() for a in p.all())
-    stop(worker)
-    assert worker.returncode == 0, log.read_text()[-3000:]
 
 
 @pytest.mark.slow
