@@ -151,3 +151,17 @@ def downstream(direct: set[str], inputs: dict[str, tuple[str, ...]]) -> set[str]
                 out.add(name)
                 changed = True
     return out
+
+
+# The default's artifacts and what each reads: S labels steps (L completing), the PRM starts
+# from S, and both policies are evaluated with PRM strategies.
+DEFAULT_INPUTS = {
+    "prepare_data/data": (),
+    "sft/S": ("prepare_data/data",),
+    "sft/L": ("prepare_data/data",),
+    "label_steps/S": ("prepare_data/data", "sft/S", "sft/L"),
+    "train_prm/prm": ("label_steps/S", "sft/S"),
+    "evaluate/S": ("prepare_data/data", "sft/S", "train_prm/prm"),
+    "evaluate/L": ("prepare_data/data", "sft/L", "train_prm/prm"),
+    "analyze/report": ("evaluate/S", "evaluate/L", "train_prm/prm"),
+}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pipeline_config import downstream
+from pipeline_config import DEFAULT_INPUTS, downstream
 
 from inferscale import stages
 from inferscale.config import ConfigError, ExperimentConfig, _model_in, parse_config, read_yaml
@@ -33,16 +33,7 @@ BASES["llemma"]["prm"]["heldout"] = {
 }
 # What each artifact of each base reads (a test's own account, not the planner's).
 INPUTS = {
-    "default": {
-        "prepare_data/data": (),
-        "sft/S": ("prepare_data/data",),
-        "sft/L": ("prepare_data/data",),
-        "label_steps/S": ("prepare_data/data", "sft/S", "sft/L"),
-        "train_prm/prm": ("label_steps/S", "sft/S"),
-        "evaluate/S": ("prepare_data/data", "sft/S", "train_prm/prm"),
-        "evaluate/L": ("prepare_data/data", "sft/L", "train_prm/prm"),
-        "analyze/report": ("evaluate/S", "evaluate/L", "train_prm/prm"),
-    },
+    "default": DEFAULT_INPUTS,
     "llemma": {
         "prepare_data/data": (),
         "sft/llemma-7b": ("prepare_data/data",),

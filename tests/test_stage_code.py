@@ -8,25 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pipeline_config import downstream
+from pipeline_config import DEFAULT_INPUTS, downstream
 
 from inferscale import stage_code as code
 from inferscale.config import load_config
 from inferscale.stages import plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# The default's artifacts and what each reads: S labels steps (L completing), the PRM starts
-# from S, and both policies are evaluated with PRM strategies.
-DEFAULT_INPUTS = {
-    "prepare_data/data": (),
-    "sft/S": ("prepare_data/data",),
-    "sft/L": ("prepare_data/data",),
-    "label_steps/S": ("prepare_data/data", "sft/S", "sft/L"),
-    "train_prm/prm": ("label_steps/S", "sft/S"),
-    "evaluate/S": ("prepare_data/data", "sft/S", "train_prm/prm"),
-    "evaluate/L": ("prepare_data/data", "sft/L", "train_prm/prm"),
-    "analyze/report": ("evaluate/S", "evaluate/L", "train_prm/prm"),
-}
 EVERY = set(DEFAULT_INPUTS)
 
 

@@ -67,7 +67,7 @@ class ScriptedPolicy:
         pass
 
 
-def label(policy, problems=PROBLEMS, batch_size=None, seed=7):
+def label(policy, problems=PROBLEMS, batch_size=None, seed=7, **extra):
     return label_solutions(
         problems,
         policy,
@@ -80,6 +80,7 @@ def label(policy, problems=PROBLEMS, batch_size=None, seed=7):
         seed=seed,
         rollout_temperature=0.7,
         batch_size=batch_size,
+        **extra,
     )
 
 
@@ -225,20 +226,7 @@ def test_progress_counts_the_solution_requests_then_the_rollout_requests():
         return nullcontext(advances.append)
 
     policy = ScriptedPolicy()
-    label_solutions(
-        PROBLEMS,
-        policy,
-        FMT,
-        samples_per_question=5,
-        rollouts_per_step=4,
-        temperature=0.7,
-        top_p=0.9,
-        max_new_tokens=32,
-        seed=7,
-        rollout_temperature=0.7,
-        batch_size=8,
-        progress=progress,
-    )
+    label(policy, batch_size=8, progress=progress)
     solutions, rollouts = bars
     # 5 sequences a question and 4 a prefix, at most 8 a call: one question, two prefixes.
     assert [len(call) for call in policy.calls] == [1, 1, 2, 2, 2]
