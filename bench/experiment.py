@@ -81,6 +81,6 @@ def with_backend(generation, backend: str, kv_cache_gib: float):
 
 
 def open_scorer(finished: Finished):
-    from inferscale.tasks.evaluate import open_prm
+    from inferscale.tasks.prm_reader import open_prm
 
     return open_prm(finished.config, finished.prm_dir)

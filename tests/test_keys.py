@@ -31,9 +31,27 @@ BASES["llemma"]["prm"]["heldout"] = {
     "path": "peiyi9979/Math-Shepherd",
     "split": "test",
 }
+# The default with S given as a hub checkpoint (L still trained) and a given Math-Shepherd PRM
+# measured on held-out labels.
+BASES["given"] = copy.deepcopy(BASES["default"])
+BASES["given"]["policies"][0] = {"name": "S", "checkpoint": "org/tiny-s", "revision": "abc123"}
+BASES["given"]["prm"] = {
+    "checkpoint": "org/prm",
+    "revision": "r1",
+    "format": "math_shepherd",
+    "heldout": {"source": "math_shepherd", "path": "org/heldout", "split": "test"},
+}
 # What each artifact of each base reads (a test's own account, not the planner's).
 INPUTS = {
     "default": DEFAULT_INPUTS,
+    "given": {
+        "prepare_data/data": (),
+        "sft/L": ("prepare_data/data",),
+        "measure_prm/prm": (),
+        "evaluate/S": ("prepare_data/data",),
+        "evaluate/L": ("prepare_data/data", "sft/L"),
+        "analyze/report": ("evaluate/S", "evaluate/L", "measure_prm/prm"),
+    },
     "llemma": {
         "prepare_data/data": (),
         "sft/llemma-7b": ("prepare_data/data",),
@@ -87,6 +105,11 @@ def llemma(value, *keys, **also) -> Row:
     return setting(value, *keys, base="llemma", **also)
 
 
+def given(value, *keys, **also) -> Row:
+    return setting(value, *keys, base="given", **also)
+
+
+GIVEN_PRM_READERS = ("measure_prm/prm", "evaluate/S", "evaluate/L")
 L_SFT, L_EVAL = SFT["llemma"], EVALUATE["llemma"]
 D_SFT, D_EVAL = SFT["default"], EVALUATE["default"]
 GENERATES = (LABELS, *D_EVAL)
@@ -126,6 +149,12 @@ TABLE: dict[str, Row] = {
     "policies.0.intermediate_size": setting(256, "sft/S"),
     "policies.0.learning_rate": setting(1e-3, "sft/S"),
     "policies.0.nominal_params": setting(1e6, "evaluate/S"),
+    # given checkpoints: their identity is an input of the stages that read them
+    "policies.0.checkpoint": given("org/other", "evaluate/S"),
+    "policies.0.revision": given("def456", "evaluate/S"),
+    "prm.checkpoint": given("org/other-prm", *GIVEN_PRM_READERS),
+    "prm.revision": given("r2", *GIVEN_PRM_READERS),
+    "prm.format": given("rlhflow", *GIVEN_PRM_READERS),
     # sft (the llemma base: its PRM starts from a hub model, so a PRM key that changes here
     # changes because PRM training reads the setting)
     "sft.max_steps": llemma(100, *L_SFT),

@@ -20,6 +20,7 @@ def test_every_stage_has_a_retry_setting_with_cheap_retries_by_default():
         "sft": 0,
         "label_steps": 0,
         "train_prm": 0,
+        "measure_prm": 0,
         "evaluate": 1,
         "analyze": 0,
     }
@@ -55,6 +56,7 @@ def test_each_stage_task_gets_its_own_retry_setting(tmp_path):
     from inferscale.tasks.analyze import analyze_task
     from inferscale.tasks.evaluate import evaluate_task
     from inferscale.tasks.label_steps import label_steps_task
+    from inferscale.tasks.measure_prm import measure_prm_task
     from inferscale.tasks.prepare_data import prepare_data_task
     from inferscale.tasks.retries import with_retries, worth_retrying
     from inferscale.tasks.sft import sft_task
@@ -68,6 +70,7 @@ def test_each_stage_task_gets_its_own_retry_setting(tmp_path):
         sft_task,
         label_steps_task,
         train_prm_task,
+        measure_prm_task,
         evaluate_task,
         analyze_task,
     )

@@ -15,7 +15,7 @@ import re
 import string
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -178,10 +178,14 @@ class DataConfig(Strict):
 
 
 class PolicyConfig(Strict):
-    """A policy model: a tiny Llama trained from scratch, or a hub model by id."""
+    """A policy model: a tiny Llama trained from scratch, a hub model fine-tuned (`hub_id`), or
+    a checkpoint evaluated as it is (`checkpoint`: a hub id or a local model folder)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     hub_id: str | None = None
+    checkpoint: Annotated[str, Field(min_length=1)] | None = None
+    # The hub revision of `checkpoint`; a commit hash pins its files, a branch moves.
+    revision: Annotated[str, Field(min_length=1)] | None = None
     hidden_size: Positive | None = None
     num_layers: Positive | None = None
     num_heads: Positive | None = None
@@ -195,12 +199,30 @@ class PolicyConfig(Strict):
     @model_validator(mode="after")
     def _size_or_hub(self) -> PolicyConfig:
         sized = (self.hidden_size, self.num_layers, self.num_heads)
+        if self.revision is not None and self.checkpoint is None:
+            raise FieldError(
+                "revision",
+                "is a revision of a hub checkpoint, and this policy names none: give "
+                "`checkpoint` (a hub id) or drop revision",
+            )
+        if self.checkpoint is not None:
+            trained = [f for f in ("hub_id", *self.TRAINING_FIELDS) if getattr(self, f) is not None]
+            if trained:
+                raise FieldError(
+                    trained[0],
+                    "belongs to a policy that is trained, and this one is a given checkpoint "
+                    "(evaluated as it is): drop it, or drop `checkpoint` to train the policy",
+                )
+            return self
         if self.hub_id is not None:
             if any(v is not None for v in (*sized, self.intermediate_size)):
                 raise ValueError("give either `hub_id` or a size, not both")
             return self
         if any(v is None for v in sized):
-            raise ValueError("give `hub_id`, or all of hidden_size, num_layers and num_heads")
+            raise ValueError(
+                "give `checkpoint` (evaluated as it is), `hub_id` (fine-tuned), or all of "
+                "hidden_size, num_layers and num_heads (trained from scratch)"
+            )
         head_dim, rest = divmod(self.hidden_size, self.num_heads)
         if rest or head_dim not in SUPPORTED_HEAD_DIMS:
             raise ValueError(
@@ -209,9 +231,27 @@ class PolicyConfig(Strict):
             )
         return self
 
+    TRAINING_FIELDS: ClassVar[tuple[str, ...]] = (
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "intermediate_size",
+        "learning_rate",
+    )
+
     @property
     def ffn_size(self) -> int:
         return self.intermediate_size or 4 * self.hidden_size
+
+    @property
+    def trained(self) -> bool:
+        """Fine-tuned or trained from scratch by the experiment (else given as a checkpoint)."""
+        return self.checkpoint is None
+
+    @property
+    def sized(self) -> bool:
+        """Trained from scratch at a size the config gives, with the task's tokenizer."""
+        return self.checkpoint is None and self.hub_id is None
 
 
 class SFTConfig(Strict):
@@ -293,10 +333,19 @@ class PRMTrainingConfig(Strict):
     logging_steps: Positive | None = None
 
 
+PRMFormat = Literal["inferscale", "math_shepherd", "qwen_prm", "rlhflow"]
+
+
 class PRMConfig(Strict):
     """The process reward model: trained on step labels by rollouts (`labels`) or on an
-    upstream Math-Shepherd file (`dataset`), from a policy's checkpoint or a hub model."""
+    upstream Math-Shepherd file (`dataset`), from a policy's checkpoint or a hub model; or
+    given (`checkpoint`, a hub id or a local folder) in one of the public PRMs' formats."""
 
+    checkpoint: Annotated[str, Field(min_length=1)] | None = None
+    revision: Annotated[str, Field(min_length=1)] | None = None  # of a hub checkpoint
+    # How the given checkpoint reads a solution: ours (a PRM this tool trained), Math-Shepherd's,
+    # Qwen2.5-Math-PRM's or RLHFlow's (models/prm_formats.py).
+    format: PRMFormat = "inferscale"
     labels: StepLabelConfig | None = None
     dataset: DatasetRef | None = None
     heldout: DatasetRef | None = None  # with `dataset`: labelled solutions for the metrics
@@ -324,8 +373,64 @@ class PRMConfig(Strict):
             raise ValueError("must not be empty: the PRM reads its logit at each step tag")
         return v
 
+    # What only a PRM that the experiment trains reads.
+    TRAINING_FIELDS: ClassVar[tuple[str, ...]] = (
+        "labels",
+        "dataset",
+        "init_from",
+        "label",
+        "good_token",
+        "bad_token",
+        "max_steps",
+        "per_device_batch_size",
+        "learning_rate",
+        "warmup_steps",
+        "max_length",
+        "training",
+    )
+
+    @property
+    def given(self) -> bool:
+        return self.checkpoint is not None
+
+    @model_validator(mode="after")
+    def _given_or_trained(self) -> PRMConfig:
+        if self.revision is not None and self.checkpoint is None:
+            raise FieldError(
+                "revision",
+                "is a revision of a hub checkpoint, and the PRM names none: give "
+                "prm.checkpoint (a hub id) or drop revision",
+            )
+        if self.checkpoint is None:
+            if self.format != "inferscale":
+                raise FieldError(
+                    "format",
+                    f"{self.format!r} is the format of a given PRM, and no prm.checkpoint is "
+                    "given; name the checkpoint (a hub id or a local folder), or drop format "
+                    "to train the PRM",
+                )
+            return self
+        # Compared with the defaults, not looked up among the keys given: the flow gets the
+        # config back with every default written out.
+        defaults = type(self).model_fields
+        trained = [f for f in self.TRAINING_FIELDS if getattr(self, f) != defaults[f].default]
+        if trained:
+            raise FieldError(
+                trained[0],
+                "belongs to a PRM that is trained, and prm.checkpoint is given (read as it "
+                "is): drop it, or drop prm.checkpoint to train the PRM",
+            )
+        if self.heldout is not None and self.heldout.source != "math_shepherd":
+            raise FieldError(
+                "heldout.source",
+                f"PRM datasets must be math_shepherd files, got {self.heldout.source!r}",
+            )
+        return self
+
     @model_validator(mode="after")
     def _one_source(self) -> PRMConfig:
+        if self.checkpoint is not None:
+            return self
         if (self.labels is None) == (self.dataset is None):
             raise ValueError("give either `labels` (rollouts from a policy) or `dataset`")
         for ref in (self.dataset, self.heldout):
@@ -509,6 +614,7 @@ class RetryConfig(Strict):
     sft: StageRetry = StageRetry()
     label_steps: StageRetry = StageRetry()
     train_prm: StageRetry = StageRetry()
+    measure_prm: StageRetry = StageRetry()
     evaluate: StageRetry = StageRetry(count=1)
     analyze: StageRetry = StageRetry()
 
@@ -580,7 +686,8 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _prm_nodes_need_a_hostfile(self) -> ExperimentConfig:
-        training = self.prm_training if self.prm is not None else None
+        trains = self.prm is not None and not self.prm.given
+        training = self.prm_training if trains else None
         if training is not None and training.num_nodes > 1 and training.hostfile is None:
             raise FieldError(
                 "prm.training.hostfile",
@@ -594,11 +701,12 @@ class ExperimentConfig(Strict):
     def _sized_policies_need_the_task_tokenizer(self) -> ExperimentConfig:
         if self.data.arithmetic is None:
             for i, p in enumerate(self.policies):
-                if p.hub_id is None:
+                if p.sized:
                     raise FieldError(
                         f"policies.{i}",
                         f"{p.name} is trained from scratch with the synthetic task's tokenizer, "
-                        "and these datasets have none: give it a hub_id, or use data.arithmetic",
+                        "and these datasets have none: give it a hub_id or a checkpoint, or use "
+                        "data.arithmetic",
                     )
         return self
 
@@ -618,7 +726,7 @@ class ExperimentConfig(Strict):
         """Training examples and generations fit the models' context, where the prompts'
         token counts are known without a download (the synthetic task's tokenizer)."""
         lengths = self.task_lengths
-        sized = [p for p in self.policies if p.hub_id is None]
+        sized = [p for p in self.policies if p.sized]
         if lengths is not None and sized and self.sft.max_length <= lengths.prompt:
             raise FieldError(
                 "sft.max_length",
@@ -628,7 +736,7 @@ class ExperimentConfig(Strict):
                 "holds the longest whole example)",
             )
         init = self.prm_init_policy if self.prm is not None else None
-        from_task = lengths is not None and init is not None and init.hub_id is None
+        from_task = lengths is not None and init is not None and init.sized
         if from_task and self.prm.max_length < lengths.first_step:
             raise FieldError(
                 "prm.max_length",
@@ -651,10 +759,11 @@ class ExperimentConfig(Strict):
     def _context(self, policy: PolicyConfig) -> tuple[int | None, str]:
         """The policy's context length in tokens, and where it comes from; None if unknown."""
         vllm = self.generation.vllm.max_model_len if self.generation.backend == "vllm" else None
-        if policy.hub_id is None:
+        if policy.sized:
             context, what = self.sft.max_length, "sft.max_length, its max_position_embeddings"
         else:
-            context, what = hub_context_length(policy.hub_id), "its max_position_embeddings"
+            model = policy.checkpoint or policy.hub_id
+            context, what = hub_context_length(model), "its max_position_embeddings"
         if vllm is not None and (context is None or vllm < context):
             return vllm, "generation.vllm.max_model_len"
         return context, what
@@ -716,8 +825,11 @@ class ExperimentConfig(Strict):
 
     @property
     def prm_init_policy(self) -> PolicyConfig | None:
-        """The policy whose SFT checkpoint the PRM starts from; None for a hub model."""
+        """The policy whose checkpoint the PRM starts from; None for a hub model or a given
+        PRM."""
         assert self.prm is not None
+        if self.prm.given:
+            return None
         if self.prm.init_from is None:
             return self.labelling_policy
         return next((p for p in self.policies if p.name == self.prm.init_from), None)
@@ -878,13 +990,17 @@ def parse_config(
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise _refusal(source, _problems(err)) from None
-    # The launcher reads a hostfile only for more than one node.
-    prm_nodes = config.prm_training.num_nodes if config.prm is not None else 1
+    # Only what trains reads a DeepSpeed config; the launcher reads a hostfile only for more
+    # than one node. The PRM's training settings default to the sft section's.
+    prm_trains = config.prm is not None and not config.prm.given
+    if not prm_trains and not any(p.trained for p in config.policies):
+        return config
+    prm_nodes = config.prm_training.num_nodes if prm_trains else 1
     sft = _resolve_files(
         source, "sft", config.sft, base_dir, max(config.sft.num_nodes, prm_nodes) > 1
     )
     config = config.model_copy(update={"sft": sft})
-    if config.prm is None:
+    if not prm_trains:
         return config
     training = _resolve_files(source, "prm.training", config.prm.training, base_dir, prm_nodes > 1)
     return config.model_copy(update={"prm": config.prm.model_copy(update={"training": training})})
@@ -1017,6 +1133,7 @@ def check_run_inputs(config: ExperimentConfig, source: str) -> None:
     Hub datasets are not fetched here; their rows are checked when prepare_data reads them.
     """
     _check_output_dir(config, source)
+    _check_checkpoints(config, source)
     from inferscale.data.adapters import load_problems, load_step_labels
     from inferscale.data.files import DatasetFileError, is_local_file
 
@@ -1062,3 +1179,49 @@ def _check_output_dir(config: ExperimentConfig, source: str) -> None:
             f"cannot write in {existing} (permission denied), where the run keeps {root}; "
             "point output_dir at a folder you can write to",
         )
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _check_checkpoints(config: ExperimentConfig, source: str) -> None:
+    """Each given checkpoint is a model folder, or reads as a hub id; a given PRM's format
+    matches its checkpoint where that can be told without a download."""
+    given = [(f"policies.{i}", p.checkpoint, p.revision) for i, p in enumerate(config.policies)]
+    if config.prm is not None:
+        given.append(("prm", config.prm.checkpoint, config.prm.revision))
+    for section, reference, revision in given:
+        if reference is None:
+            continue
+        field = f"{section}.checkpoint"
+        path = Path(reference).expanduser()
+        if path.is_dir():
+            if revision is not None:
+                raise refuse(
+                    source,
+                    f"{section}.revision",
+                    f"{reference} is a local folder, and a revision picks the files of a hub "
+                    "checkpoint; drop revision",
+                )
+            if not (path / "config.json").is_file():
+                raise refuse(
+                    source,
+                    field,
+                    f"{path} has no config.json, so it is no Hugging Face model folder; give the "
+                    "folder that save_pretrained wrote",
+                )
+        elif path.exists() or not HUB_ID.match(reference):
+            state = "is a file" if path.exists() else "does not exist"
+            raise refuse(
+                source,
+                field,
+                f"{path} {state}; give a model folder or a hub id such as org/name (relative "
+                "paths start from the folder the run starts in)",
+            )
+    prm = config.prm
+    if prm is not None and prm.given:
+        from inferscale.models.prm_formats import format_problem
+
+        problem = format_problem(prm.checkpoint, prm.format, prm.revision)
+        if problem:
+            raise refuse(source, "prm.format", problem)

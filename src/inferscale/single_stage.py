@@ -39,7 +39,7 @@ def selected_steps(
     named); assumes `selection_problem` found nothing wrong."""
     if stage in PER_POLICY_STAGES:
         artifacts = getattr(plan, stage)
-        names = [policy] if policy else [p.name for p in config.policies]
+        names = [policy] if policy else [p.name for p in config.policies if p.name in artifacts]
         return [Step(stage, name, artifacts[name]) for name in names]
     artifact = getattr(plan, stage)
     return [Step(stage, None, artifact)]
@@ -49,28 +49,30 @@ def input_steps(config: ExperimentConfig, plan: Plan, step: Step) -> list[Step]:
     """The finished artifacts `step` reads, in the order the flow makes them."""
     data = Step("prepare_data", None, plan.prepare_data)
 
-    def sft(name: str) -> Step:
-        return Step("sft", name, plan.sft[name])
+    def sft(name: str) -> list[Step]:
+        """The policy's training; nothing for a given checkpoint."""
+        return [Step("sft", name, plan.sft[name])] if name in plan.sft else []
 
     prm = Step("train_prm", None, plan.train_prm) if plan.train_prm is not None else None
-    if step.stage == "prepare_data":
+    measured = Step("measure_prm", None, plan.measure_prm) if plan.measure_prm else None
+    if step.stage in ("prepare_data", "measure_prm"):
         return []
     if step.stage == "sft":
         return [data]
     if step.stage == "label_steps":
         names = dict.fromkeys([config.labelling_policy.name, config.completer_policy.name])
-        return [data, *(sft(name) for name in names)]
+        return [data, *(s for name in names for s in sft(name))]
     if step.stage == "train_prm":
         init = config.prm_init_policy
-        steps = [sft(init.name)] if init is not None else []
+        steps = sft(init.name) if init is not None else []
         if plan.label_steps is not None:
             steps.append(Step("label_steps", None, plan.label_steps))
         return steps
     if step.stage == "evaluate":
         needs_prm = config.evaluation.needs_prm
-        return [data, sft(step.policy), *([prm] if needs_prm else [])]
+        return [data, *sft(step.policy), *([prm] if needs_prm and prm else [])]
     evaluations = [Step("evaluate", name, a) for name, a in plan.evaluate.items()]
-    return [*evaluations, *([prm] if prm is not None else [])]
+    return [*evaluations, *(s for s in (prm, measured) if s is not None)]
 
 
 def _unfinished(step: Step) -> str | None:
@@ -102,8 +104,8 @@ def selection_problem(
             f"{source}: --only and --refresh together: --only computes a stage that is not "
             "finished; to compute finished stages again, drop --only"
         )
-    if getattr(plan, stage) is None:
-        why = "it has no PRM" if config.prm is None else "its PRM reads labelled files"
+    if getattr(plan, stage) is None or stage == "sft" and not plan.sft:
+        why = _why_not(config, stage)
         return f"{source}: --only {stage}: this experiment has no {stage} stage ({why})"
     if policy is not None:
         if stage not in PER_POLICY_STAGES:
@@ -114,6 +116,11 @@ def selection_problem(
         names = [p.name for p in config.policies]
         if policy not in names:
             return f"{source}: --policy {policy}: no such policy; policies: {', '.join(names)}"
+        if stage == "sft" and policy not in plan.sft:
+            return (
+                f"{source}: --only sft --policy {policy}: {policy} is a given checkpoint, which "
+                "no stage trains; its evaluation reads it as it is"
+            )
     for step in selected_steps(config, plan, stage, policy):
         for needed in input_steps(config, plan, step):
             why = _unfinished(needed)
@@ -123,3 +130,18 @@ def selection_problem(
                     f"({needed.artifact.path}); run `{needed.command(source)}` first"
                 )
     return None
+
+
+def _why_not(config: ExperimentConfig, stage: str) -> str:
+    """Why the experiment has no `stage` stage."""
+    if stage == "sft":
+        return "every policy is a given checkpoint"
+    if config.prm is None:
+        return "it has no PRM"
+    if stage == "measure_prm":
+        if not config.prm.given:
+            return "its PRM is trained, and its training measures it"
+        return "its given PRM has no prm.heldout labels to be measured on"
+    if config.prm.given:
+        return "its PRM is a given checkpoint"
+    return "its PRM reads labelled files"

@@ -27,6 +27,7 @@ ENTRY_POINTS = {
     "sft": ("inferscale.tasks.sft", "inferscale.models.sft"),
     "label_steps": ("inferscale.tasks.label_steps",),
     "train_prm": ("inferscale.tasks.train_prm", "inferscale.models.prm_train"),
+    "measure_prm": ("inferscale.tasks.measure_prm",),
     "evaluate": ("inferscale.tasks.evaluate",),
     "analyze": ("inferscale.tasks.analyze",),
 }
@@ -52,6 +53,8 @@ ORCHESTRATION_ONLY = frozenset(
         "inferscale.tracking.offline",
         "inferscale.progress",  # terminal progress bars
         "inferscale.models.training_progress",  # the step count a rank leaves for the bar
+        # where a given checkpoint's files are, and their identity, which keys its readers
+        "inferscale.models.checkpoints",
     }
 )
 

@@ -18,18 +18,30 @@ from pathlib import Path
 
 from inferscale.artifacts import StageArtifact, stage_artifact
 from inferscale.config import ExperimentConfig, PolicyConfig
+from inferscale.models.checkpoints import checkpoint_identity
 from inferscale.stage_code import PACKAGE_ROOT, stage_code
 
 # Each stage's downstream stages, in DAG order.
-STAGES = ("prepare_data", "sft", "label_steps", "train_prm", "evaluate", "analyze")
+STAGES = ("prepare_data", "sft", "label_steps", "train_prm", "measure_prm", "evaluate", "analyze")
 DEPENDS_ON = {
     "prepare_data": (),
     "sft": ("prepare_data",),
     "label_steps": ("prepare_data", "sft"),
     "train_prm": ("label_steps", "sft"),
+    "measure_prm": (),
     "evaluate": ("prepare_data", "sft", "train_prm"),
-    "analyze": ("evaluate",),
+    "analyze": ("evaluate", "measure_prm"),
 }
+# A checkpoint the experiment is given keys the stages that read it as an input of this name,
+# its identity (`models.checkpoints`) in place of an artifact's key.
+GIVEN_PRM = "prm/checkpoint"
+CHECKPOINT_HASHES_FILE = "checkpoint_hashes.json"  # under the run's folder
+
+
+def given_policy(name: str) -> str:
+    return f"policy/{name}"
+
+
 # Settings that change how fast a stage runs but not what it produces: kept out of keys.
 EVALUATION_SPEED_SETTINGS = {
     "batch_size": True,
@@ -72,14 +84,16 @@ def stages_to_refresh(requested: list[str]) -> frozenset[str]:
 class Plan:
     root: Path
     prepare_data: StageArtifact
-    sft: dict[str, StageArtifact]
+    sft: dict[str, StageArtifact]  # the policies the experiment trains
     label_steps: StageArtifact | None  # only when the PRM learns from rollouts
-    train_prm: StageArtifact | None  # only when the config has a PRM
+    train_prm: StageArtifact | None  # only when the config has a PRM to train
+    measure_prm: StageArtifact | None  # a given PRM's held-out metrics, when labels are given
     evaluate: dict[str, StageArtifact]
     analyze: StageArtifact
 
     def all(self) -> list[StageArtifact]:
-        prm = [a for a in (self.label_steps, self.train_prm) if a is not None]
+        stages = (self.label_steps, self.train_prm, self.measure_prm)
+        prm = [a for a in stages if a is not None]
         return [self.prepare_data, *self.sft.values(), *prm, *self.evaluate.values(), self.analyze]
 
 
@@ -91,12 +105,21 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
     """Every stage's artifact for `config`, keyed on the code of the package at `code_root`."""
     root = run_root(config)
     artifacts = root / "artifacts"
+    given = _given_checkpoints(config, root / CHECKPOINT_HASHES_FILE)
 
     def artifact(stage: str, label: str, settings: dict, inputs: list) -> StageArtifact:
-        named = {a.name: a.key for a in inputs if a is not None}
+        """`inputs`: the artifacts it reads, and (name, identity) of given checkpoints."""
+        named = dict(a if isinstance(a, tuple) else (a.name, a.key) for a in inputs if a)
         return stage_artifact(
             artifacts, stage, label, settings, named, stage_code(stage, code_root)
         )
+
+    def model(policy: PolicyConfig) -> StageArtifact | tuple[str, str]:
+        """What a stage that reads the policy's weights has as input."""
+        if policy.trained:
+            return sft[policy.name]
+        name = given_policy(policy.name)
+        return name, given[name]
 
     data = artifact(
         "prepare_data", "data", {"data": config.data.model_dump(), "seed": config.seed}, []
@@ -118,9 +141,27 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
             [data],
         )
         for p in config.policies
+        if p.trained
     }
     generation = config.generation.model_dump(exclude=EVALUATION_SPEED_SETTINGS)
-    label_steps, train_prm = _prm_stages(config, artifact, data, sft, generation)
+    label_steps, train_prm = _prm_stages(config, artifact, data, model, generation)
+    prm_input, prm_settings, measure_prm = None, {}, None
+    if config.prm is not None and config.prm.given:
+        prm_input = (GIVEN_PRM, given[GIVEN_PRM])
+        prm_settings = {"prm": {"format": config.prm.format}}
+        if config.prm.heldout is not None:
+            measure_prm = artifact(
+                "measure_prm",
+                "prm",
+                {
+                    **prm_settings,
+                    "heldout": config.prm.heldout.model_dump(),
+                    "data": {"format": config.data.format.model_dump()},
+                },
+                [prm_input],
+            )
+    elif train_prm is not None:
+        prm_input = train_prm
     evaluate = {
         policy.name: artifact(
             "evaluate",
@@ -130,8 +171,10 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
                 "evaluation": config.evaluation.model_dump(),
                 "data": {"format": config.data.format.model_dump()},
                 "policy": {"nominal_params": policy.nominal_params},
+                # A given PRM is read in its own format; a trained one in ours (its prm.json).
+                **(prm_settings if config.evaluation.needs_prm else {}),
             },
-            [data, sft[policy.name], train_prm if config.evaluation.needs_prm else None],
+            [data, model(policy), prm_input if config.evaluation.needs_prm else None],
         )
         for policy in config.policies
     }
@@ -141,7 +184,7 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         {
             "analysis": config.analysis.model_dump(),
         },
-        [*evaluate.values(), train_prm],
+        [*evaluate.values(), train_prm, measure_prm],
     )
     return Plan(
         root=root,
@@ -149,9 +192,22 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         sft=sft,
         label_steps=label_steps,
         train_prm=train_prm,
+        measure_prm=measure_prm,
         evaluate=evaluate,
         analyze=analyze,
     )
+
+
+def _given_checkpoints(config: ExperimentConfig, hashes: Path) -> dict[str, str]:
+    """The identity of every checkpoint the experiment is given, by its input name."""
+    out = {
+        given_policy(p.name): checkpoint_identity(p.checkpoint, p.revision, hashes)
+        for p in config.policies
+        if p.checkpoint is not None
+    }
+    if config.prm is not None and config.prm.given:
+        out[GIVEN_PRM] = checkpoint_identity(config.prm.checkpoint, config.prm.revision, hashes)
+    return out
 
 
 def _policy_settings(policy: PolicyConfig) -> dict:
@@ -172,11 +228,11 @@ def _prm_stages(
     config: ExperimentConfig,
     artifact,
     data: StageArtifact,
-    sft: dict[str, StageArtifact],
+    model,
     generation: dict,
 ) -> tuple[StageArtifact | None, StageArtifact | None]:
     prm = config.prm
-    if prm is None:
+    if prm is None or prm.given:
         return None, None
     label_steps = None
     if prm.labels is not None:
@@ -201,7 +257,7 @@ def _prm_stages(
                 "data": {"format": config.data.format.model_dump()},
                 "seed": config.seed,
             },
-            [data, sft[policy.name], sft[config.completer_policy.name]],
+            [data, model(policy), model(config.completer_policy)],
         )
     init = config.prm_init_policy
     training = config.prm_training
@@ -220,6 +276,6 @@ def _prm_stages(
             "data": {"format": config.data.format.model_dump()},
             "seed": config.seed,
         },
-        [label_steps, sft[init.name] if init is not None else None],
+        [label_steps, model(init) if init is not None else None],
     )
     return label_steps, train_prm

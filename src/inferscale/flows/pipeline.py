@@ -1,5 +1,7 @@
 """The end-to-end flow: prepare_data -> sft (per policy) -> label_steps -> train_prm ->
-evaluate (per policy) -> analyze.
+evaluate (per policy) -> analyze. A given policy (a checkpoint) skips sft; a given PRM skips
+label_steps and train_prm, and is measured on held-out labels (measure_prm) when the config
+has them.
 
 Each task returns the path of its artifact and skips itself when that artifact is complete.
 A failed branch (one policy's training or evaluation) does not stop the others; the flow
@@ -20,6 +22,7 @@ from inferscale.tasks.analyze import analyze_task
 from inferscale.tasks.context import RunContext
 from inferscale.tasks.evaluate import evaluate_task
 from inferscale.tasks.label_steps import label_steps_task
+from inferscale.tasks.measure_prm import measure_prm_task
 from inferscale.tasks.prepare_data import prepare_data_task
 from inferscale.tasks.retries import with_retries
 from inferscale.tasks.sft import sft_task
@@ -80,12 +83,19 @@ def experiment_flow(
     failed: dict[str, BaseException | str] = {}
     models: dict[str, str] = {}
     for policy in config.policies:
+        if not policy.trained:
+            models[policy.name] = policy.checkpoint
+            continue
         state = with_retries(sft_task, config)(ctx, policy, data_dir, return_state=True)
         if state.is_failed():
             failed[f"sft-{policy.name}"] = state.result(raise_on_failure=False)
         else:
             models[policy.name] = state.result()
-    prm_dir = _train_prm(ctx, models, data_dir, failed) if config.prm is not None else None
+    prm_dir, prm_summary = None, None
+    if config.prm is not None and config.prm.given:
+        prm_dir, prm_summary = config.prm.checkpoint, _measure_prm(ctx, failed)
+    elif config.prm is not None:
+        prm_dir = prm_summary = _train_prm(ctx, models, data_dir, failed)
     evaluations: dict[str, str] = {}
     for policy in config.policies:
         if policy.name not in models:
@@ -101,7 +111,18 @@ def experiment_flow(
             continue
         evaluations[policy.name] = state.result()
     _raise_if_failed(failed)
-    return with_retries(analyze_task, config)(ctx, evaluations, prm_dir)
+    return with_retries(analyze_task, config)(ctx, evaluations, prm_summary)
+
+
+def _measure_prm(ctx: RunContext, failed: dict[str, BaseException | str]) -> str | None:
+    """The given PRM's held-out metrics (their artifact), when the config has held-out labels."""
+    if ctx.plan.measure_prm is None:
+        return None
+    state = with_retries(measure_prm_task, ctx.config)(ctx, return_state=True)
+    if state.is_failed():
+        failed["measure_prm"] = state.result(raise_on_failure=False)
+        return None
+    return state.result()
 
 
 def _raise_if_failed(failed: dict[str, BaseException | str]) -> None:
@@ -125,7 +146,16 @@ def _run_only(
     assert stage is not None
     policies = {q.name: q for q in config.policies}
     data_dir = str(p.prepare_data.path)
+
+    def model(name: str) -> str:
+        given = policies[name].checkpoint
+        return given if given is not None else str(p.sft[name].path)
+
     prm_dir = str(p.train_prm.path) if p.train_prm is not None else None
+    prm_summary = prm_dir
+    if config.prm is not None and config.prm.given:
+        prm_dir = config.prm.checkpoint
+        prm_summary = str(p.measure_prm.path) if p.measure_prm is not None else None
     states = {}
     for step in selected_steps(config, p, stage, policy):
         if stage == "prepare_data":
@@ -136,26 +166,38 @@ def _run_only(
             )
         elif stage == "label_steps":
             labelling, completer = config.labelling_policy, config.completer_policy
-            model, completer_model = p.sft[labelling.name].path, p.sft[completer.name].path
             state = with_retries(label_steps_task, config)(
-                ctx, labelling, str(model), str(completer_model), data_dir, return_state=True
+                ctx,
+                labelling,
+                model(labelling.name),
+                model(completer.name),
+                data_dir,
+                return_state=True,
             )
         elif stage == "train_prm":
             init = config.prm_init_policy
             labels_dir = str(p.label_steps.path) if p.label_steps is not None else None
-            init_dir = str(p.sft[init.name].path) if init is not None else None
+            init_dir = model(init.name) if init is not None else None
             state = with_retries(train_prm_task, config)(
                 ctx, labels_dir, init_dir, return_state=True
             )
+        elif stage == "measure_prm":
+            state = with_retries(measure_prm_task, config)(ctx, return_state=True)
         elif stage == "evaluate":
-            model = str(p.sft[step.policy].path)
             needed_prm = prm_dir if config.evaluation.needs_prm else None
             state = with_retries(evaluate_task, config)(
-                ctx, policies[step.policy], model, data_dir, needed_prm, return_state=True
+                ctx,
+                policies[step.policy],
+                model(step.policy),
+                data_dir,
+                needed_prm,
+                return_state=True,
             )
         else:
             evaluations = {name: str(a.path) for name, a in p.evaluate.items()}
-            state = with_retries(analyze_task, config)(ctx, evaluations, prm_dir, return_state=True)
+            state = with_retries(analyze_task, config)(
+                ctx, evaluations, prm_summary, return_state=True
+            )
         states[step.name] = state
     failed = {name: s.result(raise_on_failure=False) for name, s in states.items() if s.is_failed()}
     _raise_if_failed(failed)

@@ -102,3 +102,21 @@ def evaluate_step_scores(
     metrics["bon_oracle_accuracy"] = selection.get("oracle")
     metrics["bon_questions"] = selection["questions"]
     return metrics
+
+
+def score_heldout(scorer, records) -> dict[str, float | int | None]:
+    """`evaluate_step_scores` of a scorer (anything with `score([(question, steps)])`) on
+    held-out step-labelled records, with the seconds the scoring took."""
+    import time
+
+    start = time.perf_counter()
+    scores = scorer.score([(r.question, r.steps) for r in records])
+    metrics = evaluate_step_scores(
+        [r.question_id for r in records],
+        [r.hard_labels for r in records],
+        [r.final_correct for r in records],
+        scores,
+        [r.answer is not None for r in records],
+    )
+    metrics["eval_seconds"] = time.perf_counter() - start
+    return metrics

@@ -107,22 +107,12 @@ def make_trainer_class():
 def evaluate_saved(model_dir: Path, eval_file: str, batch_size: int, device: str) -> dict:
     """Score the held-out solutions with the saved PRM; step AUC and best-of-n metrics."""
     from inferscale.data.step_labels import read_step_labels
-    from inferscale.models.prm_metrics import evaluate_step_scores
+    from inferscale.models.prm_metrics import score_heldout
     from inferscale.models.prm_scorer import PRMScorer
 
     records = read_step_labels(eval_file)
     scorer = PRMScorer.from_pretrained(model_dir, batch_size=batch_size, device=device)
-    start = time.perf_counter()
-    scores = scorer.score([(r.question, r.steps) for r in records])
-    metrics = evaluate_step_scores(
-        [r.question_id for r in records],
-        [r.hard_labels for r in records],
-        [r.final_correct for r in records],
-        scores,
-        [r.answer is not None for r in records],
-    )
-    metrics["eval_seconds"] = time.perf_counter() - start
-    return metrics
+    return score_heldout(scorer, records)
 
 
 def train(spec: dict) -> None:

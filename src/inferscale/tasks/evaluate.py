@@ -20,26 +20,11 @@ from inferscale.progress import stage_progress
 from inferscale.scores import EvaluationMetrics, write_evaluation
 from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import SearchSettings
+from inferscale.tasks import given_models
 from inferscale.tasks.context import RunContext, stage_body
+from inferscale.tasks.given_models import policy_dir
+from inferscale.tasks.prm_reader import open_prm
 from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
-
-
-def open_prm(config: ExperimentConfig, prm_dir: str | Path):
-    """The experiment's PRM scorer, on the generation's device and dtype."""
-    import torch
-
-    from inferscale.models.prm_scorer import PRMScorer
-
-    gen = config.generation
-    assert config.prm is not None
-    return PRMScorer.from_pretrained(
-        prm_dir,
-        batch_size=config.prm.batch_size,
-        cache_bytes=config.prm.cache_bytes,
-        device=gen.device,
-        dtype=getattr(torch, gen.dtype),
-        threads=gen.threads,
-    )
 
 
 def search_settings(config: ExperimentConfig) -> SearchSettings:
@@ -70,6 +55,8 @@ def evaluate_task(
     logger = get_run_logger()
     cfg, gen = ctx.config.evaluation, ctx.config.generation
     problems = read_problems(Path(data_dir) / TEST_FILE)[: cfg.limit]
+    model_dir = policy_dir(policy, model_dir)
+    prm_dir = given_models.prm_dir(ctx.config, prm_dir) if prm_dir is not None else None
     model_config = AutoConfig.from_pretrained(model_dir)
     fmt = step_format(ctx.config.data)
     plan = EvaluationPlan(

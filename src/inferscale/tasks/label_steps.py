@@ -14,6 +14,7 @@ from inferscale.data.step_labels import label_solutions, write_step_labels
 from inferscale.generation.backends import load_backend
 from inferscale.progress import stage_progress
 from inferscale.tasks.context import RunContext, stage_body
+from inferscale.tasks.given_models import policy_dir
 from inferscale.tracking.wandb_runs import finish_run, start_run
 
 LABELS_FILE = "labels.jsonl"
@@ -58,6 +59,8 @@ def label_steps_task(
         )
     temperature, rollout_temperature = ctx.config.label_temperatures
     stats = {}
+    model_dir = policy_dir(policy, model_dir)
+    completer_dir = policy_dir(ctx.config.completer_policy, completer_dir)
     backend = load_backend(gen, model_dir)
     completer = load_backend(gen, completer_dir) if completer_dir != model_dir else None
     try:

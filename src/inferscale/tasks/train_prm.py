@@ -11,6 +11,7 @@ from inferscale.data.prepare import step_format
 from inferscale.data.step_labels import from_math_shepherd, write_step_labels
 from inferscale.models.launch import prm_spec, run_prm_training
 from inferscale.tasks.context import RunContext, stage_body
+from inferscale.tasks.given_models import policy_dir
 from inferscale.tasks.label_steps import HELDOUT_FILE, LABELS_FILE
 from inferscale.tracking.wandb_runs import wandb_env
 
@@ -42,6 +43,9 @@ def train_prm_task(ctx: RunContext, labels_dir: str | None, init_dir: str | None
     else:
         train_file, heldout_file = _upstream_labels(ctx, artifact.path / "labels")
     tracked = ctx.config.tracking.mode != "disabled"
+    init = ctx.config.prm_init_policy
+    if init is not None:
+        init_dir = policy_dir(init, init_dir)
     spec = prm_spec(
         ctx.config,
         init_dir or ctx.config.prm.init_from,
