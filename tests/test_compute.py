@@ -30,6 +30,16 @@ LLEMMA_34B = {
 }
 
 
+LLAMA_SIZE_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
+
+
 def tiny_config(**overrides):
     fields = {
         "hidden_size": 48,
@@ -63,6 +73,32 @@ def test_parameter_count_matches_a_real_model(overrides):
         embedding += model.get_output_embeddings().weight.numel()
     assert counts["embedding"] == embedding
     assert counts["non_embedding"] == counts["total"] - embedding
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_parameter_count_matches_the_other_llama_style_families(family):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = {k: v for k, v in tiny_config().to_dict().items() if k in LLAMA_SIZE_FIELDS}
+    config = AutoConfig.for_model(family, **fields)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    assert count_parameters(config)["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_qwen25_7b_parameters():
+    """Qwen2.5-7B's config.json; 7,615,616,512 parameters, as its hub page counts them."""
+    config = {
+        "model_type": "qwen2",
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+        "tie_word_embeddings": False,
+    }
+    assert count_parameters(config)["total"] == 7_615_616_512
 
 
 def test_parameter_count_from_a_plain_dict_equals_the_config_object():

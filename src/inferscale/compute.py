@@ -30,8 +30,14 @@ PaperParams = Literal["total", "non_embedding", "nominal"]
 DEFAULT_PAPER_PARAMS: PaperParams = "total"
 
 
+# Models whose query, key and value projections have biases (not the output's) though their
+# config has no attention_bias to say so.
+QKV_BIAS_MODELS = frozenset({"qwen2"})
+
+
 def count_parameters(config: Any) -> dict[str, int]:
-    """Parameters of a Llama-style causal LM from its config (a transformers config or a dict).
+    """Parameters of a Llama-style causal LM (Llama, Mistral, Qwen2) from its config (a
+    transformers config or a dict).
 
     embedding = input embeddings + the lm_head when it is not tied to them;
     non_embedding = decoder layers (attention, MLP, both RMSNorms) + the final norm.
@@ -46,6 +52,8 @@ def count_parameters(config: Any) -> dict[str, int]:
     attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
     if _field(config, "attention_bias", False):
         attention += head_dim * (heads + 2 * kv_heads) + hidden
+    elif _field(config, "model_type", None) in QKV_BIAS_MODELS:
+        attention += head_dim * (heads + 2 * kv_heads)
     mlp = 3 * hidden * intermediate
     if _field(config, "mlp_bias", False):
         mlp += 2 * intermediate + hidden
