@@ -32,7 +32,7 @@ class TinyTask:
 def build_tiny_policy(
     directory: str | Path,
     task: TinyTask = TinyTask(),
-    fmt: StepFormat = StepFormat(),
+    fmt: StepFormat | None = None,
     steps: int = 200,
     batch_size: int = 64,
     learning_rate: float = 3e-3,
@@ -41,13 +41,15 @@ def build_tiny_policy(
     num_heads: int = 4,
     seed: int = 0,
 ) -> Path:
-    """Train the policy and save it (weights, config, tokenizer) in `directory`."""
+    """Train the policy and save it (weights, config, tokenizer) in `directory`; `fmt` is the
+    step format its solutions are written in (the default format when None)."""
     import torch
 
     from inferscale.models.factory import new_tiny_llama, tiny_llama_config
     from inferscale.models.sft import encode_example, pad_batch
     from inferscale.models.tokenizer import build_tokenizer
 
+    fmt = fmt or StepFormat()
     train, _ = make_splits(
         task.train_size,
         task.test_size,
