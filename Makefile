@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast browser bench lint clean
+.PHONY: setup run checkpoints evaluate-only test test-fast browser bench lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,15 @@ $(VLLM_STAMP): $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/inferscale run $(CONFIG)
+
+# Checkpoints made here to stand for ones you have: a tiny policy, a tiny PRM in each format
+# the tool reads, held-out labelled solutions (each made once).
+checkpoints: $(STAMP)
+	$(BIN)/python -m inferscale.models.example_checkpoints runs/checkpoints
+
+# An experiment that trains nothing: the checkpoints above, evaluated and analysed.
+evaluate-only: checkpoints
+	$(BIN)/inferscale run configs/evaluate_only.yaml
 
 # A test opens the HTML report in a real headless browser: Debian's chromium and its driver.
 browser:
