@@ -19,6 +19,7 @@ from inferscale.models.prm_formats import PRM_FORMATS, check_prm_format, weight_
 from inferscale.models.prm_scorer import PRMScorer
 from inferscale.models.qwen_prm import load_qwen_prm
 from inferscale.models.tiny_checkpoints import build_tiny_prm, task_items
+from inferscale.numerics import cpu_pins
 
 # Questions of levels 1-5 (2 to 6 steps), with a wrong last step in some, so that the
 # solutions of a question differ.
@@ -122,10 +123,12 @@ BY_HAND = {
 }
 
 
-def assert_scores(got: list[list[float]], expected: list[torch.Tensor]) -> None:
+def assert_scores(
+    got: list[list[float]], expected: list[torch.Tensor], rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
     assert [len(g) for g in got] == [len(e) for e in expected]
     for g, e in zip(got, expected):
-        torch.testing.assert_close(torch.tensor(g), e.float(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(g), e.float(), rtol=rtol, atol=atol)
 
 
 # --- scores ------------------------------------------------------------------------------------
@@ -146,8 +149,17 @@ def test_scores_equal_the_upstream_forward_pass_batched_alone_and_from_the_cache
     batched = scorer(batch_size=8).score(ITEMS)
     assert_scores(batched, expected)
     alone = scorer(batch_size=1)
-    assert_scores([alone.score([item])[0] for item in ITEMS], expected)
-    assert_scores(scorer(batch_size=4, cache_bytes=0).score(ITEMS), expected)
+    one_by_one = [alone.score([item])[0] for item in ITEMS]
+    assert_scores(one_by_one, expected)
+    uncached = scorer(batch_size=4, cache_bytes=0).score(ITEMS)
+    assert_scores(uncached, expected)
+    # As for our own format (test_prm.py): bitwise with the machine's own kernels, to float32
+    # rounding under the CPU numerics pins.
+    for other in (one_by_one, uncached):
+        if cpu_pins():
+            assert_scores(other, [torch.tensor(b) for b in batched], rtol=0, atol=1e-6)
+        else:
+            assert other == batched
     # Partial solutions first, as a tree search asks, then the whole ones from their prefixes.
     cached = scorer(batch_size=3)
     partial = [(q, steps[:k]) for q, steps in ITEMS for k in range(1, len(steps))]
