@@ -251,8 +251,8 @@ def test_a_checkpoint_that_does_not_fit_the_format_is_refused_in_one_line(checkp
         (without_head(qwen, tmp_path), "qwen_prm"): "its weights have no reward head "
         "(score.0.weight, score.0.bias, score.2.weight, score.2.bias)",
         (checkpoints["math_shepherd"], "rlhflow"): "its tokenizer has no chat template",
-        (checkpoints["inferscale"], "math_shepherd"): "the PRM's good token '+' must be one "
-        "token of the tokenizer, but it encodes to ['<unk>']",
+        (checkpoints["inferscale"], "math_shepherd"): "its tokenizer encodes '+ -' to "
+        "['<unk>', ' -'], not to the two candidate tokens",
     }
     for (directory, prm_format), reason in refused.items():
         message = check_prm_format(directory, prm_format)
@@ -263,6 +263,11 @@ def test_a_checkpoint_that_does_not_fit_the_format_is_refused_in_one_line(checkp
         with pytest.raises(ValueError) as refusal:
             PRMScorer.from_pretrained(directory, prm_format=prm_format)
         assert str(refusal.value) == message
+    # Our own format takes its candidate tokens from the experiment or prm.json.
+    shepherd = checkpoints["math_shepherd"]
+    assert check_prm_format(shepherd, "inferscale") is None  # Math-Shepherd's "+"/"-"
+    message = check_prm_format(shepherd, "inferscale", good_token=" +", bad_token=" -")
+    assert "the PRM's good token ' +' must be one token of the tokenizer" in message
     message = check_prm_format(checkpoints["inferscale"], "prm800k")
     assert message == (
         "prm.format 'prm800k' is unknown: pick one of inferscale, math_shepherd, qwen_prm, rlhflow"

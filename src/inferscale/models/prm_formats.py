@@ -14,8 +14,8 @@ search reads each new step once in all of them.
 - `math_shepherd` (peiyi9979/math-shepherd-mistral-7b-prm): plain text
   `question + " " + "\\n".join("Step k: <text> ки")`, as its model card builds it, with the
   tokenizer's BOS; read at each ` ки` tag itself (no shift); outputs: the logits of `+` and `-`,
-  which must each be one token ("▁+", "▁-" with its sentencepiece tokenizer: its
-  `encode("+ -")[1:]`).
+  taken as its code takes them, `encode("+ -")` without the BOS, which must be two tokens
+  ("▁+", "▁-" with its sentencepiece tokenizer).
 - `qwen_prm` (Qwen/Qwen2.5-Math-PRM-7B, -72B): the tokenizer's chat template with the system
   prompt "Please reason step by step, and put your final answer within \\boxed{}.", the
   question as the user turn and the assistant turn `"<extra_0>".join(steps) + "<extra_0>"`,
@@ -250,8 +250,9 @@ def step_reader(
         )
         return StepReader(prm_format, tokenizer, partial(inferscale_layout, fmt), candidates)
     if prm_format == "math_shepherd":
-        candidates = candidate_token_ids(tokenizer, GOOD_TOKEN, BAD_TOKEN)
-        return StepReader(prm_format, tokenizer, math_shepherd_layout, candidates)
+        return StepReader(
+            prm_format, tokenizer, math_shepherd_layout, math_shepherd_candidates(tokenizer)
+        )
     if prm_format not in ("qwen_prm", "rlhflow"):
         raise ValueError(f"unknown PRM format {prm_format!r}; pick one of {', '.join(PRM_FORMATS)}")
     if not tokenizer.chat_template:
@@ -271,6 +272,19 @@ def step_reader(
         read_before=True,
         add_special_tokens=False,  # the chat template writes the BOS
     )
+
+
+def math_shepherd_candidates(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """The ids of `+` and `-` as Math-Shepherd's code takes them, `encode("+ -")` without its
+    BOS: two word-start pieces with a sentencepiece tokenizer."""
+    text = f"{GOOD_TOKEN} {BAD_TOKEN}"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 2 or tokenizer.unk_token_id in ids or ids[0] == ids[1]:
+        raise ValueError(
+            f"its tokenizer encodes {text!r} to {tokenizer.convert_ids_to_tokens(ids)}, not to "
+            "the two candidate tokens"
+        )
+    return ids[0], ids[1]
 
 
 def _single_token(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
