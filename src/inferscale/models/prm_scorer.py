@@ -5,11 +5,11 @@ format's adapter (`prm_formats.py`) says what text a pair becomes and where each
 A step's score depends only on the text up to its read position (the model is causal), so
 scoring a whole solution also gives the score of every partial solution: the score of steps
 1..k is the k-th number. The scorer reads a solution in chunks, the prompt and then each step
-through its read position,
-each chunk on top of the KV cache of the chunks before it, and keeps the KV cache of every prefix
-it read (least recently used dropped first beyond `cache_bytes`). A tree search scores a node's
-children one round after the node itself, so each child costs only its own step instead of the
-whole solution again, and a question's prompt is read once for all its solutions.
+through its read position, each chunk on top of the KV cache of the chunks before it, and keeps
+the KV cache of every prefix it read (least recently used dropped first beyond `cache_bytes`).
+A tree search scores a node's children one round after the node itself, so each child costs
+only its own step instead of the whole solution again, and a question's prompt is read once for
+all its solutions.
 
 Every chunk is laid out the same way whatever shares its batch and whether its prefix came from
 the cache: the prefix's KV at the front, padded to a multiple of PAST_ALIGN positions, then the
