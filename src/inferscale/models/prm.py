@@ -68,41 +68,60 @@ def encode_steps(
     return encode_many_steps(tokenizer, fmt, [(question, steps)])[0]
 
 
+def step_layout(fmt: StepFormat, question: str, steps: Sequence[str]) -> tuple[str, int, list[int]]:
+    """The text `fmt.prompt(question) + fmt.solution(steps)`, the length of its prompt, and the
+    index of each step tag's last character."""
+    prompt = fmt.prompt(question)
+    tag_ends = []
+    offset = len(prompt)
+    for k, step in enumerate(steps, 1):
+        line = fmt.step_line(k, step)
+        tag_ends.append(offset + line.rindex(fmt.tag) + len(fmt.tag) - 1)
+        offset += len(line)
+    return prompt + fmt.solution(list(steps)), len(prompt), tag_ends
+
+
+def locate_tokens(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    chars: Sequence[Sequence[int]],
+    add_special_tokens: bool = True,
+) -> list[tuple[list[int], list[int | None]]]:
+    """Token ids of each text (one call to the tokenizer) and the position of the token that
+    covers each of its given characters, None where no token does."""
+    encoded = tokenizer(
+        list(texts), return_offsets_mapping=True, add_special_tokens=add_special_tokens
+    )
+    out = []
+    for text_chars, ids, offsets in zip(
+        chars, encoded["input_ids"], encoded["offset_mapping"], strict=True
+    ):
+        owner: dict[int, int] = {}
+        for position, (start, end) in enumerate(offsets):
+            for char in range(start, end):
+                owner[char] = position  # a later token sharing a character (byte pieces) wins
+        out.append((list(ids), [owner.get(c) for c in text_chars]))
+    return out
+
+
 def encode_many_steps(
     tokenizer: PreTrainedTokenizerBase,
     fmt: StepFormat,
     items: Sequence[tuple[str, Sequence[str]]],
 ) -> list[tuple[list[int], list[int]]]:
     """`encode_steps` of every (question, steps) pair, with one call to the tokenizer."""
-    texts, all_tag_ends = [], []
-    for question, steps in items:
-        prompt = fmt.prompt(question)
-        tag_ends = []  # index of each tag's last character in the text
-        offset = len(prompt)
-        for k, step in enumerate(steps, 1):
-            line = fmt.step_line(k, step)
-            tag_ends.append(offset + line.rindex(fmt.tag) + len(fmt.tag) - 1)
-            offset += len(line)
-        texts.append(prompt + fmt.solution(list(steps)))
-        all_tag_ends.append(tag_ends)
-    if not texts:
+    layouts = [step_layout(fmt, question, steps) for question, steps in items]
+    if not layouts:
         return []
-    encoded = tokenizer(texts, return_offsets_mapping=True)
+    located = locate_tokens(tokenizer, [t for t, _, _ in layouts], [c for _, _, c in layouts])
     out = []
-    for text, tag_ends, ids, offsets in zip(
-        texts, all_tag_ends, encoded["input_ids"], encoded["offset_mapping"], strict=True
-    ):
-        owner: dict[int, int] = {}
-        for position, (start, end) in enumerate(offsets):
-            for char in range(start, end):
-                owner[char] = position  # a later token sharing a character (byte pieces) wins
-        missing = [k for k, c in enumerate(tag_ends, 1) if c not in owner]
+    for (text, _, _), (ids, positions) in zip(layouts, located, strict=True):
+        missing = [k for k, p in enumerate(positions, 1) if p is None]
         if missing:
             raise ValueError(f"no token covers the tag of step(s) {missing} in {text!r}")
-        positions = [owner[c] for c in tag_ends]
         if len(set(positions)) != len(positions):
             raise ValueError(f"two step tags fall in one token in {text!r}")
-        out.append((list(ids), positions))
+        out.append((ids, positions))
     return out
 
 

@@ -1,13 +1,15 @@
 """The PRM scorer: (question, steps) pairs in, one probability per step out, batched, with the
-KV cache of what it has read kept for the next call.
+KV cache of what it has read kept for the next call. It reads every PRM format alike: the
+format's adapter (`prm_formats.py`) says what text a pair becomes and where each step is read.
 
-A step's score depends only on the text up to its tag (the model is causal), so scoring a whole
-solution also gives the score of every partial solution: the score of steps 1..k is the k-th
-number. The scorer reads a solution in chunks, the prompt and then each step through its tag,
-each chunk on top of the KV cache of the chunks before it, and keeps the KV cache of every prefix
-it read (least recently used dropped first beyond `cache_bytes`). A tree search scores a node's
-children one round after the node itself, so each child costs only its own step instead of the
-whole solution again, and a question's prompt is read once for all its solutions.
+A step's score depends only on the text up to its read position (the model is causal), so
+scoring a whole solution also gives the score of every partial solution: the score of steps
+1..k is the k-th number. The scorer reads a solution in chunks, the prompt and then each step
+through its read position, each chunk on top of the KV cache of the chunks before it, and keeps
+the KV cache of every prefix it read (least recently used dropped first beyond `cache_bytes`).
+A tree search scores a node's children one round after the node itself, so each child costs
+only its own step instead of the whole solution again, and a question's prompt is read once for
+all its solutions.
 
 Every chunk is laid out the same way whatever shares its batch and whether its prefix came from
 the cache: the prefix's KV at the front, padded to a multiple of PAST_ALIGN positions, then the
@@ -24,29 +26,21 @@ shape, were not measured: `attn_implementation="sdpa"` is the faster choice ther
 from __future__ import annotations
 
 import gc
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    DynamicCache,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 
 from inferscale.data.steps import StepFormat
-from inferscale.models.prm import (
-    BAD_TOKEN,
-    GOOD_TOKEN,
-    PRM_CONFIG_FILE,
-    candidate_token_ids,
-    encode_many_steps,
-    step_probabilities,
+from inferscale.models.prm import step_probabilities
+from inferscale.models.prm_formats import (
+    StepReader,
+    check_prm_format,
+    our_settings,
+    step_reader,
 )
 
 PAST_ALIGN = 32  # a chunk's cached prefix is padded to a multiple of this many positions
@@ -61,7 +55,7 @@ class _Prefix:
     """What the PRM read of a solution up to a chunk's end."""
 
     kv: torch.Tensor  # [2 * layers, kv heads, tokens, head dim]: each layer's keys, then values
-    probs: tuple[float, ...]  # P(step correct) at each step tag read so far
+    probs: tuple[float, ...]  # P(step correct) at each step read so far
 
     @property
     def tokens(self) -> int:
@@ -75,8 +69,8 @@ class _Prefix:
 @dataclass(frozen=True)
 class _Encoded:
     ids: list[int]
-    ends: list[int]  # where each chunk ends (exclusive); only the prompt's chunk has no tag
-    tagged: list[bool]  # whether each chunk ends at a step tag
+    ends: list[int]  # where each chunk ends (exclusive); only the prompt's chunk reads no step
+    tagged: list[bool]  # whether each chunk ends at a step's read position
 
     def key(self, chunk: int) -> tuple:
         end = self.ends[chunk]
@@ -104,10 +98,7 @@ class PRMScorer:
     def __init__(
         self,
         model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        fmt: StepFormat,
-        good_token: str = GOOD_TOKEN,
-        bad_token: str = BAD_TOKEN,
+        reader: StepReader,
         batch_size: int = 32,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
@@ -116,17 +107,16 @@ class PRMScorer:
         if cache_bytes < 0:
             raise ValueError(f"cache_bytes must not be negative, got {cache_bytes}")
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.fmt = fmt
-        self.candidates = candidate_token_ids(tokenizer, good_token, bad_token)
+        self.reader = reader
+        self.tokenizer = reader.tokenizer
+        self.candidates = reader.outputs
         self.batch_size = batch_size
         self.cache_bytes = cache_bytes
-        pad = tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
         self._cache: OrderedDict[tuple, _Prefix] = OrderedDict()
         self._cached_bytes = 0
         self._token_bytes: int | None = None  # KV bytes per token, known after the first read
-        self._prompt_tokens: dict[str, int | None] = {}
         self.tokens_read = 0  # tokens run through the model, padding left out
 
     @classmethod
@@ -142,31 +132,36 @@ class PRMScorer:
         bad_token: str | None = None,
         attn_implementation: str = "eager",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        prm_format: str = "inferscale",
+        revision: str | None = None,
     ) -> PRMScorer:
-        """Load a PRM directory (or hub id). The step format and candidate tokens default to
-        those the PRM was trained with (its `prm.json`), else to Math-Shepherd's.
+        """Open a PRM checkpoint (a directory or a hub id at `revision`) read in `prm_format`
+        (`prm_formats.PRM_FORMATS`). For our own format the step format and candidate tokens
+        default to those the PRM was trained with (its `prm.json`), else to Math-Shepherd's;
+        the public formats fix theirs. A checkpoint that does not fit the format is refused
+        (ValueError, one line) before its weights are read.
 
         `threads` sets torch's intra-op threads for the whole process (CPU scoring).
         """
+        problem = check_prm_format(
+            model_dir, prm_format, revision, fmt=fmt, good_token=good_token, bad_token=bad_token
+        )
+        if problem:
+            raise ValueError(problem)
         if threads:
             torch.set_num_threads(threads)
-        saved = {}
-        config_path = Path(model_dir) / PRM_CONFIG_FILE
-        if config_path.is_file():
-            saved = json.loads(config_path.read_text())
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype, attn_implementation=attn_implementation
-        ).to(device)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        return cls(
-            model,
-            tokenizer,
-            fmt or StepFormat(**saved.get("format", {})),
-            good_token or saved.get("good_token", GOOD_TOKEN),
-            bad_token or saved.get("bad_token", BAD_TOKEN),
-            batch_size,
-            cache_bytes,
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, revision=revision)
+        reader = step_reader(
+            tokenizer, prm_format, *our_settings(model_dir, prm_format, fmt, good_token, bad_token)
         )
+        options = {"revision": revision, "dtype": dtype, "attn_implementation": attn_implementation}
+        if prm_format == "qwen_prm":
+            from inferscale.models.qwen_prm import load_qwen_prm
+
+            model = load_qwen_prm(str(model_dir), **options)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, **options)
+        return cls(model.to(device), reader, batch_size, cache_bytes)
 
     @torch.no_grad()
     def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
@@ -198,28 +193,18 @@ class PRMScorer:
 
     def _encode(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[_Encoded]:
         with_steps = [i for i, (_, steps) in enumerate(items) if steps]
-        tokens = encode_many_steps(self.tokenizer, self.fmt, [items[i] for i in with_steps])
+        encoded = self.reader.encode([items[i] for i in with_steps])
         out = [_Encoded([], [], []) for _ in items]  # no steps: nothing to read
-        for i, (ids, tags) in zip(with_steps, tokens, strict=True):
-            ends = [tag + 1 for tag in tags]
+        for i, item in zip(with_steps, encoded, strict=True):
+            ends = [read + 1 for read in item.reads]
             tagged = [True] * len(ends)
-            prompt = self._prompt_length(items[i][0], ids)
-            if prompt is not None and 0 < prompt < ends[0]:
-                ends.insert(0, prompt)
+            # The prompt is a chunk of its own, shared by the question's solutions, unless
+            # it reaches into step 1's chunk.
+            if 0 < item.prompt < ends[0]:
+                ends.insert(0, item.prompt)
                 tagged.insert(0, False)
-            out[i] = _Encoded(ids, ends, tagged)
+            out[i] = _Encoded(item.ids, ends, tagged)
         return out
-
-    def _prompt_length(self, question: str, ids: list[int]) -> int | None:
-        """Tokens of the question's prompt where the solution's tokens start with them, else
-        None (the prompt then shares its first chunk with step 1)."""
-        if question not in self._prompt_tokens:
-            if len(self._prompt_tokens) >= 100_000:
-                self._prompt_tokens.clear()
-            prompt_ids = self.tokenizer(self.fmt.prompt(question))["input_ids"]
-            n = len(prompt_ids)
-            self._prompt_tokens[question] = n if ids[:n] == prompt_ids else None
-        return self._prompt_tokens[question]
 
     def _read(self, encoded: list[_Encoded], wave: list[int], scores: list[list[float]]) -> None:
         """Read every chunk of the wave's items the cache does not hold, one chunk per item per
