@@ -8,6 +8,7 @@ from inferscale.compute import (
     forward_flops,
     generation_flops,
     pool_flops,
+    reward_head_cost,
 )
 
 LLEMMA_7B = {
@@ -99,6 +100,22 @@ def test_qwen25_7b_parameters():
         "tie_word_embeddings": False,
     }
     assert count_parameters(config)["total"] == 7_615_616_512
+
+
+def test_a_reward_head_model_counts_its_head_and_no_lm_head(tmp_path):
+    from transformers import AutoConfig
+
+    from inferscale.models.qwen_prm import load_qwen_prm
+    from inferscale.models.tiny_checkpoints import build_tiny_prm
+
+    folder = build_tiny_prm(tmp_path / "qwen", "qwen_prm")
+    model = load_qwen_prm(str(folder), None)
+    cost = reward_head_cost(AutoConfig.from_pretrained(folder))
+    assert cost.total == sum(p.numel() for p in model.parameters())
+    hidden = model.config.hidden_size
+    backbone = ModelCost.from_config(model.config)
+    assert cost.non_embedding == backbone.non_embedding + hidden * hidden + hidden
+    assert cost.vocab == 2
 
 
 def test_parameter_count_from_a_plain_dict_equals_the_config_object():

@@ -19,7 +19,7 @@ Two accountings:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Accounting = Literal["paper", "full"]
@@ -95,6 +95,23 @@ class ModelCost:
             vocab=_field(config, "vocab_size"),
             nominal=None if nominal is None else round(nominal),
         )
+
+
+def reward_head_cost(config: Any) -> ModelCost:
+    """The cost of a model read through a two-class head at every position instead of an LM
+    head (Qwen2.5-Math-PRM: Linear(H, H) -> ReLU -> Linear(H, 2)): the head's first layer runs
+    on every token, so it counts in N; a read pays for 2 outputs, not a row of logits; and the
+    model has input embeddings only."""
+    lm = ModelCost.from_config(config)
+    hidden = lm.d_model
+    first, last = hidden * hidden + hidden, hidden * 2 + 2
+    embedding = _field(config, "vocab_size") * hidden
+    return replace(
+        lm,
+        non_embedding=lm.non_embedding + first,
+        total=lm.non_embedding + embedding + first + last,
+        vocab=2,
+    )
 
 
 def forward_flops(cost: ModelCost, n_tokens: int, n_past: int = 0, logits: int = 0) -> int:

@@ -344,7 +344,7 @@ class PRMConfig(Strict):
     checkpoint: Annotated[str, Field(min_length=1)] | None = None
     revision: Annotated[str, Field(min_length=1)] | None = None  # of a hub checkpoint
     # How the given checkpoint reads a solution: ours (a PRM this tool trained), Math-Shepherd's,
-    # Qwen2.5-Math-PRM's or RLHFlow's (models/prm_formats.py).
+    # Qwen2.5-Math-PRM's or RLHFlow's (models/prm_formats.py reads each).
     format: PRMFormat = "inferscale"
     labels: StepLabelConfig | None = None
     dataset: DatasetRef | None = None
@@ -1220,8 +1220,8 @@ def _check_checkpoints(config: ExperimentConfig, source: str) -> None:
             )
     prm = config.prm
     if prm is not None and prm.given:
-        from inferscale.models.prm_formats import format_problem
+        from inferscale.models.prm_formats import check_prm_format
 
-        problem = format_problem(prm.checkpoint, prm.format, prm.revision)
+        problem = check_prm_format(prm.checkpoint, prm.format, prm.revision)
         if problem:
-            raise refuse(source, "prm.format", problem)
+            raise refuse(source, "prm.format", problem.removeprefix("prm.format "))

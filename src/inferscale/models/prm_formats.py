@@ -40,9 +40,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import get_args
 
 from transformers import PreTrainedTokenizerBase
 
+from inferscale.config import PRMFormat
 from inferscale.data.steps import StepFormat
 from inferscale.models.prm import (
     BAD_TOKEN,
@@ -55,7 +57,7 @@ from inferscale.models.prm import (
 from inferscale.models.qwen_prm import ARCHITECTURE as QWEN_PRM_ARCHITECTURE
 from inferscale.models.qwen_prm import HEAD_WEIGHTS
 
-PRM_FORMATS = ("inferscale", "math_shepherd", "qwen_prm", "rlhflow")
+PRM_FORMATS = get_args(PRMFormat)
 MATH_SHEPHERD_TAG = " ки"
 QWEN_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 QWEN_STEP_SEPARATOR = "<extra_0>"

@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 from transformers import AutoConfig
 
 from inferscale.artifacts import Timer
-from inferscale.compute import ModelCost, count_parameters
+from inferscale.compute import ModelCost, count_parameters, reward_head_cost
 from inferscale.config import ExperimentConfig, PolicyConfig
 from inferscale.data.prepare import TEST_FILE, step_format
 from inferscale.data.records import read_problems
@@ -25,6 +25,15 @@ from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.given_models import policy_dir
 from inferscale.tasks.prm_reader import open_prm
 from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
+
+
+def prm_cost(config: ExperimentConfig, prm_dir: str) -> ModelCost:
+    """What the PRM costs per token read, from its config: a causal LM's logits, or a reward
+    head's two outputs."""
+    prm_config = AutoConfig.from_pretrained(prm_dir)
+    if config.prm.format == "qwen_prm":
+        return reward_head_cost(prm_config)
+    return ModelCost.from_config(prm_config)
 
 
 def search_settings(config: ExperimentConfig) -> SearchSettings:
@@ -76,7 +85,7 @@ def evaluate_task(
         search=search_settings(ctx.config),
         search_budgets={s: cfg.search.budgets[s] for s in cfg.tree_strategies},
         search_limit=cfg.search.limit,
-        prm_cost=ModelCost.from_config(AutoConfig.from_pretrained(prm_dir)) if prm_dir else None,
+        prm_cost=prm_cost(ctx.config, prm_dir) if prm_dir else None,
     )
     with Timer() as timer:
         result = evaluate_policy(

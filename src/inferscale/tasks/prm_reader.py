@@ -22,4 +22,5 @@ def open_prm(config: ExperimentConfig, prm_dir: str | Path):
         device=gen.device,
         dtype=getattr(torch, gen.dtype),
         threads=gen.threads,
+        prm_format=config.prm.format,
     )
