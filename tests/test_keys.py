@@ -88,6 +88,7 @@ def llemma(value, *keys, **also) -> Row:
 
 
 L_SFT, L_EVAL = SFT["llemma"], EVALUATE["llemma"]
+EXAMPLE = {"question": "What is 1 + 1?", "solution": ["1 + 1 = 2", "The answer is: 2"]}
 D_SFT, D_EVAL = SFT["default"], EVALUATE["default"]
 GENERATES = (LABELS, *D_EVAL)
 TABLE: dict[str, Row] = {
@@ -115,6 +116,18 @@ TABLE: dict[str, Row] = {
     "data.format.tag": setting(" <s>", DATA, LABELS, PRM, *D_EVAL),
     "data.format.answer_phrase": setting("So:", DATA, LABELS, PRM, *D_EVAL),
     "data.format.prompt_template": setting("Q: {question}\nA:\n", DATA, LABELS, PRM, *D_EVAL),
+    # How policies are prompted: the data's key (so SFT's) and the evaluations', not the PRM's,
+    # which reads the plain prompt.
+    "data.format.chat_template": llemma("tokenizer", DATA, *L_EVAL),
+    "data.format.system_prompt": Row(
+        "Think.", (DATA, *L_EVAL), "llemma", context={"data.format.chat_template": "tokenizer"}
+    ),
+    "data.format.few_shot.0.question": Row(
+        "What is 2 + 2?", (DATA, *L_EVAL), "llemma", context={"data.format.few_shot": [EXAMPLE]}
+    ),
+    "data.format.few_shot.0.solution": Row(
+        ["The answer is: 2"], (DATA, *L_EVAL), "llemma", context={"data.format.few_shot": [EXAMPLE]}
+    ),
     # policies: what SFT builds and trains; a renamed policy is read under its new name
     "policies.0.name": setting(
         "T", LABELS, PRM, "evaluate/S", REPORT, prm__labels__policy="T", prm__init_from="T"

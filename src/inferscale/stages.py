@@ -98,9 +98,8 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
             artifacts, stage, label, settings, named, stage_code(stage, code_root)
         )
 
-    data = artifact(
-        "prepare_data", "data", {"data": config.data.model_dump(), "seed": config.seed}, []
-    )
+    data_settings = config.data.model_dump() | {"format": config.data.format.key_settings()}
+    data = artifact("prepare_data", "data", {"data": data_settings, "seed": config.seed}, [])
     sft = {
         p.name: artifact(
             "sft",
@@ -128,7 +127,7 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
             {
                 "generation": generation,
                 "evaluation": config.evaluation.model_dump(),
-                "data": {"format": config.data.format.model_dump()},
+                "data": {"format": config.data.format.key_settings()},
                 "policy": {"nominal_params": policy.nominal_params},
             },
             [data, sft[policy.name], train_prm if config.evaluation.needs_prm else None],
@@ -198,7 +197,7 @@ def _prm_stages(
                 },
                 # The labels have their own sampling settings.
                 "generation": {k: v for k, v in generation.items() if k not in SAMPLING},
-                "data": {"format": config.data.format.model_dump()},
+                "data": {"format": config.data.format.key_settings()},
                 "seed": config.seed,
             },
             [data, sft[policy.name], sft[config.completer_policy.name]],
@@ -217,7 +216,8 @@ def _prm_stages(
                 "training": training.model_dump(exclude={"deepspeed", *TRAINING_SPEED_SETTINGS}),
             },
             "deepspeed": _deepspeed(training.deepspeed),
-            "data": {"format": config.data.format.model_dump()},
+            # The PRM reads the plain step format: how policies are prompted is not its input.
+            "data": {"format": config.data.format.plain_settings()},
             "seed": config.seed,
         },
         [label_steps, sft[init.name] if init is not None else None],
