@@ -278,3 +278,16 @@ def test_sft_examples_start_with_the_policys_prompt(tmp_path):
     prompt_ids = tok(prompt)["input_ids"]
     assert examples[0]["input_ids"][: len(prompt_ids)] == prompt_ids
     assert examples[0]["labels"][: len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "message['content'][0]['text']",  # written for contents as lists of parts
+        "(message['content'] + 1)",  # Python's own TypeError, not a template error
+    ],
+)
+def test_a_template_that_fails_on_the_messages_is_refused(content):
+    tok = tokenizer(CHATML.replace("message['content']", content), bos=None, adds_bos=False)
+    with pytest.raises(PromptingError, match="fails on the prompts"):
+        policy_format(settings(chat_template="tokenizer"), tok)

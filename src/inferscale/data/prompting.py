@@ -108,7 +108,6 @@ def _messages(
 def _render(template: str, messages: list[dict[str, str]], special_tokens: dict) -> str:
     """What `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`
     renders with this template and these special tokens."""
-    from jinja2 import TemplateError
     from transformers.utils.chat_template_utils import render_jinja_template
 
     try:
@@ -118,7 +117,7 @@ def _render(template: str, messages: list[dict[str, str]], special_tokens: dict)
             add_generation_prompt=True,
             **special_tokens,
         )
-    except TemplateError as err:
+    except Exception as err:  # a template is code: whatever it raises, it cannot give prompts
         raise PromptingError(
             "chat_template",
             f"the chat template fails on the prompts ({' '.join(str(err).split())}); fix the "
@@ -144,12 +143,12 @@ def check_template_syntax(template: str) -> None:
 
 def _tokenizer_template(tokenizer: PreTrainedTokenizerBase | None) -> str:
     if tokenizer is None or not tokenizer.chat_template:
-        name = getattr(tokenizer, "name_or_path", "") or "the policy's"
+        where = f" ({tokenizer.name_or_path})" if getattr(tokenizer, "name_or_path", "") else ""
         raise PromptingError(
             "chat_template",
-            f"{TOKENIZER_TEMPLATE!r} asks for the policy tokenizer's chat template, and "
-            f"{name} has none; give a Jinja template instead, or leave chat_template out for "
-            "the plain prompt_template",
+            f"{TOKENIZER_TEMPLATE!r} asks for the policy tokenizer's chat template, and the "
+            f"tokenizer{where} has none; give a Jinja template instead, or leave chat_template "
+            "out for the plain prompt_template",
         )
     return tokenizer.get_chat_template()
 
