@@ -291,3 +291,14 @@ def test_a_template_that_fails_on_the_messages_is_refused(content):
     tok = tokenizer(CHATML.replace("message['content']", content), bos=None, adds_bos=False)
     with pytest.raises(PromptingError, match="fails on the prompts"):
         policy_format(settings(chat_template="tokenizer"), tok)
+
+
+def test_a_template_that_writes_todays_date_gets_a_fixed_one():
+    # Llama 3.2's shape: the date, when the caller gives none, from strftime_now.
+    dated = (
+        "{% if not date_string is defined %}{% set date_string = strftime_now('%d %b %Y') %}"
+        "{% endif %}Today Date: {{ date_string }}\n" + CHATML
+    )
+    tok = tokenizer(dated, bos=None, adds_bos=False)
+    prompt = policy_format(settings(chat_template="tokenizer"), tok).prompt("Q")
+    assert prompt.startswith("Today Date: 26 Jul 2024\n<|im_start|>user\nQuestion: Q\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from inferscale.data.steps import StepFormat
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 
 # The setting that asks for the policy tokenizer's own chat template.
 TOKENIZER_TEMPLATE = "tokenizer"
+# The day a template that writes today's date (Llama 3.2's, through `strftime_now`) is given:
+# Llama 3.1's own default, so that prompts do not change from one day to the next and a resumed
+# evaluation asks what it asked before.
+TEMPLATE_DATE = datetime(2024, 7, 26)
 _MARKERS = ('<q1 "Mx" & a\\b\n{1}>', "<q2 'Zy' & c\\d\n{2}>")
 FewShot = Sequence[tuple[str, Sequence[str]]]  # (question, steps) of each example
 
@@ -107,7 +112,7 @@ def _messages(
 
 def _render(template: str, messages: list[dict[str, str]], special_tokens: dict) -> str:
     """What `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`
-    renders with this template and these special tokens."""
+    renders with this template and these special tokens, on `TEMPLATE_DATE`."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
     try:
@@ -116,6 +121,7 @@ def _render(template: str, messages: list[dict[str, str]], special_tokens: dict)
             chat_template=template,
             add_generation_prompt=True,
             **special_tokens,
+            strftime_now=TEMPLATE_DATE.strftime,
         )
     except Exception as err:  # a template is code: whatever it raises, it cannot give prompts
         raise PromptingError(
