@@ -313,6 +313,71 @@ CONFIG_CASES = [
         "data.format.answer_phrase",
         "line break",
     ),
+    # Prompting: chat templates, system prompts and few-shot examples.
+    edit(
+        "system-prompt-without-chat",
+        {"data.format.system_prompt": "Think."},
+        "data.format.system_prompt",
+        "data.format.chat_template",
+    ),
+    edit(
+        "chat-template-does-not-parse",
+        {"data.format.chat_template": "{% for m in messages %}{{ m.content }}"},
+        "data.format.chat_template",
+        "does not parse",
+        "line 1",
+    ),
+    edit("chat-template-blank", {"data.format.chat_template": " "}, "data.format.chat_template"),
+    edit(
+        "chat-template-changes-question",
+        {"data.format.chat_template": "{% for m in messages %}{{ m.content | upper }}{% endfor %}"},
+        "data.format.chat_template",
+        "changes the question's text",
+    ),
+    edit(
+        "chat-template-raises",
+        {
+            "data.format.chat_template": "{{ raise_exception('no system role') }}",
+            "data.format.system_prompt": "Think.",
+        },
+        "data.format.chat_template",
+        "no system role",
+    ),
+    edit(
+        "chat-template-of-the-task-tokenizer",
+        {"data.format.chat_template": "tokenizer"},
+        "data.format.chat_template",
+        "S, L use the synthetic task's tokenizer",
+    ),
+    edit(
+        "few-shot-without-answer",
+        {"data.format.few_shot": [{"question": "1 + 1?", "solution": ["1 + 1 = 2"]}]},
+        "data.format.few_shot.0.solution",
+        "'The answer is:'",
+    ),
+    edit(
+        "few-shot-step-with-tag",
+        {"data.format.few_shot": [{"question": "1?", "solution": ["2 ки", "The answer is: 2"]}]},
+        "data.format.few_shot.0.solution.0",
+        "step tag",
+    ),
+    edit(
+        "few-shot-step-two-lines",
+        {"data.format.few_shot": [{"question": "1?", "solution": ["a\nb", "The answer is: 2"]}]},
+        "data.format.few_shot.0.solution.0",
+        "line break",
+    ),
+    edit(
+        "few-shot-blank-question",
+        {"data.format.few_shot": [{"question": " ", "solution": ["The answer is: 2"]}]},
+        "data.format.few_shot.0.question",
+        "blank",
+    ),
+    edit(
+        "few-shot-no-steps",
+        {"data.format.few_shot": [{"question": "1?", "solution": []}]},
+        "data.format.few_shot.0.solution",
+    ),
     # Settings that contradict each other, or that would fail only after training.
     edit("any-order-not-commuting", {"data.arithmetic.operations": ["+", "*"]}, "any_order"),
     edit(

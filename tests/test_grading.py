@@ -76,6 +76,36 @@ def test_extract_gsm8k() -> None:
     assert extract_answer("#### -5") == "-5"
 
 
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("So the answer is 12.", "12"),
+        ("THE ANSWER IS -3", "-3"),
+        ("Hence the final answer is $\\frac{1}{2}$. I hope it is correct.", "\\frac{1}{2}"),
+        ("The final answer is $$x^2$$", "x^2"),
+        ("the answer is 3.5. Then we stop.", "3.5"),
+        ("First the answer is 4, no.\nSo the answer is: 5 ки\n", "5"),  # the last one
+        ("Step 1: the answer is 7ки", "7"),  # cut at the tag
+        ("The answer is\n5", None),  # on its line only
+        ("The answer is.", None),
+        ("My answers isn't 4", None),
+    ],
+)
+def test_extract_answer_is_in_free_text(text: str, answer: str | None) -> None:
+    assert extract_answer(text) == answer
+
+
+def test_explicit_marks_win_over_answer_is() -> None:
+    # The format's phrase, \boxed and #### each mark the answer; "answer is" only ends a sentence.
+    assert extract_answer("The answer is 3.\nThe answer is: 4") == "4"
+    assert extract_answer("The final answer is $\\boxed{6}$.") == "6"
+    assert extract_answer("So the answer is \\boxed{7} or 8") == "7"
+    assert extract_answer("The answer is 9.\n#### 10") == "10"
+    custom = "Step 1: so the answer is 5 <s>\nStep 2: Final answer: 6 <s>\n"
+    assert extract_answer(custom, answer_phrase="Final answer:", tag=" <s>") == "6"
+    assert extract_answer(custom.split("\n")[0], answer_phrase="Final answer:", tag=" <s>") == "5"
+
+
 # --- equivalence -----------------------------------------------------------------------------
 
 

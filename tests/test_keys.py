@@ -111,6 +111,7 @@ def given(value, *keys, **also) -> Row:
 
 GIVEN_PRM_READERS = ("measure_prm/prm", "evaluate/S", "evaluate/L")
 L_SFT, L_EVAL = SFT["llemma"], EVALUATE["llemma"]
+EXAMPLE = {"question": "What is 1 + 1?", "solution": ["1 + 1 = 2", "The answer is: 2"]}
 D_SFT, D_EVAL = SFT["default"], EVALUATE["default"]
 GENERATES = (LABELS, *D_EVAL)
 TABLE: dict[str, Row] = {
@@ -138,6 +139,18 @@ TABLE: dict[str, Row] = {
     "data.format.tag": setting(" <s>", DATA, LABELS, PRM, *D_EVAL),
     "data.format.answer_phrase": setting("So:", DATA, LABELS, PRM, *D_EVAL),
     "data.format.prompt_template": setting("Q: {question}\nA:\n", DATA, LABELS, PRM, *D_EVAL),
+    # How policies are prompted: the data's key (so SFT's) and the evaluations', not the PRM's,
+    # which reads the plain prompt.
+    "data.format.chat_template": llemma("tokenizer", DATA, *L_EVAL),
+    "data.format.system_prompt": Row(
+        "Think.", (DATA, *L_EVAL), "llemma", context={"data.format.chat_template": "tokenizer"}
+    ),
+    "data.format.few_shot.0.question": Row(
+        "What is 2 + 2?", (DATA, *L_EVAL), "llemma", context={"data.format.few_shot": [EXAMPLE]}
+    ),
+    "data.format.few_shot.0.solution": Row(
+        ["The answer is: 2"], (DATA, *L_EVAL), "llemma", context={"data.format.few_shot": [EXAMPLE]}
+    ),
     # policies: what SFT builds and trains; a renamed policy is read under its new name
     "policies.0.name": setting(
         "T", LABELS, PRM, "evaluate/S", REPORT, prm__labels__policy="T", prm__init_from="T"
@@ -404,3 +417,20 @@ def test_prm_training_reads_what_its_key_holds(hostfile):
     assert spec["threads_per_rank"] == keyed["threads_per_process"]
     assert (spec["seed"], spec["format"]) == (settings["seed"], settings["data"]["format"])
     assert json.loads(Path(spec["deepspeed_config"]).read_text()) == settings["deepspeed"]
+
+
+def test_the_shipped_configs_key_their_stages_on_the_settings_they_always_had():
+    """The settings and input names of every stage of the shipped configs, as recorded in
+    tests/fixtures/key_settings.json: a new field must leave them alone at its default, so that
+    finished runs stay reusable. A change here is deliberate: it retrains the default."""
+    recorded = json.loads((Path(__file__).parent / "fixtures" / "key_settings.json").read_text())
+    now = {}
+    for name in ("default", "llemma"):
+        shipped = read_yaml(CONFIGS / f"{name}.yaml")
+        for artifact in plan(parse_config(shipped, base_dir=CONFIGS)).all():
+            material = artifact.material
+            now[f"{name}:{artifact.name}"] = {
+                "settings": material["settings"],
+                "inputs": sorted(material["inputs"]),
+            }
+    assert now == recorded

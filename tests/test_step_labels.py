@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,29 @@ def test_a_completer_makes_the_rollouts_and_the_policy_only_the_solutions():
     assert records == label(ScriptedPolicy())
     assert len(policy.calls) == 1 and all("Step" not in r.prompt for r in policy.calls[0])
     assert len(completer.calls) == 1 and all("Step 1:" in r.prompt for r in completer.calls[0])
+
+
+class ChatCompleter(ScriptedPolicy):
+    """A completer whose prompts are its own chat's: SCRIPTED's, wrapped in `<c>...</c>`."""
+
+    def _samples(self, r: Request) -> list[Sample]:
+        prompt, _, prefix = r.prompt.partition("</c>")
+        assert prompt.startswith("<c>"), r.prompt
+        return super()._samples(replace(r, prompt=prompt.removeprefix("<c>") + prefix))
+
+
+def test_a_completer_prompted_otherwise_reads_its_own_prompts():
+    policy, completer = ScriptedPolicy(), ChatCompleter()
+    chat = replace(FMT, prompt_template="<c>" + FMT.prompt_template + "</c>")
+    records = label_solutions(
+        PROBLEMS, policy, FMT, 5, 4, 0.7, 0.9, 32, seed=7, rollout_temperature=0.7,
+        completer=completer, completer_fmt=chat,
+    )  # fmt: skip
+    assert records == label(ScriptedPolicy())
+    assert all(r.prompt.startswith("Question: ") for r in policy.calls[0])
+    assert completer.calls[0][0].prompt == (
+        "<c>Question: 2 + 3 + 1\nAnswer:\n</c>Step 1: 2 + 3 = 5 ки\n"
+    )
 
 
 def test_rollouts_take_their_own_temperature_and_solutions_keep_theirs():

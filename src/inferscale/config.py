@@ -28,6 +28,12 @@ from pydantic import (
     model_validator,
 )
 
+from inferscale.data.prompting import (
+    TOKENIZER_TEMPLATE,
+    PromptingError,
+    check_template_syntax,
+    policy_format,
+)
 from inferscale.data.steps import StepFormat
 from inferscale.data.synthetic import (
     PromptLengths,
@@ -45,6 +51,8 @@ Probability = Annotated[float, Field(gt=0, le=1)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 DATASET_SOURCES = ("math", "math500", "gsm8k", "metamathqa", "math_shepherd")
 LRScheduler = Literal["cosine", "linear", "constant_with_warmup"]
+# data.format's settings for prompting a policy, beyond the plain prompt template.
+PROMPTING_SETTINGS = ("chat_template", "system_prompt", "few_shot")
 
 
 class ConfigError(ValueError):
@@ -72,10 +80,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+class FewShotExample(Strict):
+    """A worked example shown before the question: its question and its solution's steps."""
+
+    question: Annotated[str, Field(min_length=1)]
+    solution: Annotated[list[str], Field(min_length=1)]
+
+
 class StepFormatConfig(Strict):
     tag: str = " ки"
     answer_phrase: str = "The answer is:"
     prompt_template: str = "Question: {question}\nAnswer:\n"
+    # How a policy is prompted (data/prompting.py): None for the plain prompt_template,
+    # "tokenizer" for the policy tokenizer's own chat template, or a Jinja chat template.
+    chat_template: str | None = None
+    system_prompt: str | None = None
+    few_shot: list[FewShotExample] = []
 
     @field_validator("tag", "answer_phrase")
     @classmethod
@@ -112,8 +132,77 @@ class StepFormatConfig(Strict):
             )
         return v
 
+    @field_validator("chat_template")
+    @classmethod
+    def _parses(cls, v: str | None) -> str | None:
+        if v is not None and v != TOKENIZER_TEMPLATE:
+            if not v.strip():
+                raise ValueError(
+                    f"is blank; give a Jinja chat template, {TOKENIZER_TEMPLATE!r} for the "
+                    "policy tokenizer's own, or leave it out for the plain prompt_template"
+                )
+            try:
+                check_template_syntax(v)
+            except PromptingError as err:
+                raise ValueError(err.message) from None
+        return v
+
+    @model_validator(mode="after")
+    def _prompting(self) -> StepFormatConfig:
+        if self.system_prompt is not None and self.chat_template is None:
+            raise FieldError(
+                "system_prompt",
+                "a system prompt is given only in a chat: set data.format.chat_template "
+                f"({TOKENIZER_TEMPLATE!r} or a template), or leave system_prompt out",
+            )
+        for i, example in enumerate(self.few_shot):
+            if not example.question.strip():
+                raise FieldError(f"few_shot.{i}.question", "is blank: write the question")
+            for k, step in enumerate(example.solution):
+                problem = self._step_problem(step)
+                if problem:
+                    raise FieldError(f"few_shot.{i}.solution.{k}", problem)
+            if self.answer_phrase not in example.solution[-1]:
+                raise FieldError(
+                    f"few_shot.{i}.solution",
+                    f"its last step must state the answer with the answer phrase "
+                    f"({self.answer_phrase!r}), as the policy's solutions must; add it",
+                )
+        if self.chat_template not in (None, TOKENIZER_TEMPLATE):
+            # A given template is rendered now, with no special tokens, so that one the prompts
+            # cannot be made from is refused before any work.
+            try:
+                policy_format(self)
+            except PromptingError as err:
+                raise FieldError(err.field, err.message) from None
+        return self
+
+    def _step_problem(self, step: str) -> str | None:
+        if not step.strip():
+            return "is blank: write the step's text"
+        if "\n" in step:
+            return "holds a line break: each step is one line"
+        if self.tag.strip() in step:
+            return f"holds the step tag ({self.tag!r}), which the format adds after each step"
+        return None
+
+    def plain_settings(self) -> dict:
+        """The solutions' format and the plain prompt, which a PRM reads (no chat, no examples);
+        a policy's prompts are `data.prompting.policy_format`'s."""
+        return self.model_dump(exclude=set(PROMPTING_SETTINGS))
+
     def step_format(self) -> StepFormat:
-        return StepFormat(**self.model_dump())
+        return StepFormat(**self.plain_settings())
+
+    def key_settings(self) -> dict:
+        """The format as stage keys hold it: the prompting settings only where they differ from
+        their defaults, so that a format without them keys as before they existed."""
+        unset = {
+            name
+            for name in PROMPTING_SETTINGS
+            if getattr(self, name) == type(self).model_fields[name].default
+        }
+        return self.model_dump(exclude=unset)
 
 
 class ArithmeticData(Strict):
@@ -711,6 +800,18 @@ class ExperimentConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _tokenizer_template_needs_a_chat_tokenizer(self) -> ExperimentConfig:
+        scratch = [p.name for p in self.policies if p.sized]
+        if self.data.format.chat_template == TOKENIZER_TEMPLATE and scratch:
+            raise FieldError(
+                "data.format.chat_template",
+                f"{TOKENIZER_TEMPLATE!r} asks for the policy tokenizer's chat template, and "
+                f"{', '.join(scratch)} use the synthetic task's tokenizer, which has none; give "
+                "a Jinja template, or leave chat_template out for the plain prompt_template",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _enough_training_questions(self) -> ExperimentConfig:
         labels, task = self.prm.labels if self.prm else None, self.data.arithmetic
         if labels is not None and task is not None:
@@ -737,12 +838,14 @@ class ExperimentConfig(Strict):
             )
         init = self.prm_init_policy if self.prm is not None else None
         from_task = lengths is not None and init is not None and init.sized
-        if from_task and self.prm.max_length < lengths.first_step:
+        # The PRM reads the plain prompt, without a chat or examples.
+        prm_lengths = self._task_lengths(self.data.format.step_format()) if from_task else None
+        if prm_lengths is not None and self.prm.max_length < prm_lengths.first_step:
             raise FieldError(
                 "prm.max_length",
                 f"{self.prm.max_length} tokens cannot hold the longest prompt and its first "
-                f"step up to the step tag ({lengths.first_step} tokens), so the PRM would "
-                f"read no step; set it to at least {lengths.first_step}",
+                f"step up to the step tag ({prm_lengths.first_step} tokens), so the PRM would "
+                f"read no step; set it to at least {prm_lengths.first_step}",
             )
         prompt = lengths.prompt if lengths is not None else 1
         for policy in self.policies:
@@ -770,11 +873,19 @@ class ExperimentConfig(Strict):
 
     @property
     def task_lengths(self) -> PromptLengths | None:
-        """Token counts of the synthetic task's longest prompt and examples; None for datasets."""
+        """Token counts of the synthetic task's longest policy prompts and examples; None for
+        datasets."""
+        prompting = self.data.format
+        # A tokenizer's own chat template is unknown here: its policies' prompts are counted
+        # without it.
+        if prompting.chat_template == TOKENIZER_TEMPLATE:
+            return self._task_lengths(prompting.step_format())
+        return self._task_lengths(policy_format(prompting))
+
+    def _task_lengths(self, fmt: StepFormat) -> PromptLengths | None:
         task = self.data.arithmetic
         if task is None:
             return None
-        fmt = self.data.format.step_format()
 
         def first_step(step: str) -> str:
             line = fmt.step_line(1, step)

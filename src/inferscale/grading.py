@@ -35,6 +35,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# "The answer is 5", "the final answer is $5$. I hope it is correct.": what instruction-tuned
+# models write; read to the end of its sentence.
+_ANSWER_IS = re.compile(r"\banswer\s+is\b:?", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.\s")
 _BRACE = re.compile(r"[{}]")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -61,11 +65,17 @@ MAX_TIMEOUTS_PER_POOL = 2
 def extract_answer(
     text: str, answer_phrase: str = "The answer is:", tag: str = " ки"
 ) -> str | None:
-    """The final answer of a solution: answer phrase, else last `\\boxed{}`, else GSM8K `####`."""
+    """The final answer of a solution: after the answer phrase, else in the last `\\boxed{}`,
+    else after GSM8K's `####`, else after the last "(final) answer is" in any case.
+
+    The more explicitly an answer is marked, the earlier it is read: the format's own phrase,
+    then the delimited forms, then free text, whose end is only its sentence's or line's.
+    """
     for extract in (
         lambda: _after_phrase(text, answer_phrase, tag),
         lambda: last_boxed(text),
         lambda: _after_hashes(text),
+        lambda: _after_answer_is(text, tag),
     ):
         answer = extract()
         if answer:
@@ -81,6 +91,21 @@ def _after_phrase(text: str, answer_phrase: str, tag: str) -> str | None:
     # The stripped tag also cuts `5ки`, where a tokenizer dropped the tag's space.
     rest = rest.split(tag.strip() or tag, 1)[0]
     return _strip_period(rest.strip())
+
+
+def _after_answer_is(text: str, tag: str) -> str | None:
+    last = deque(_ANSWER_IS.finditer(text), maxlen=1)  # not a list of every match
+    if not last:
+        return None
+    rest = text[last[0].end() :].split("\n", 1)[0]
+    rest = rest.split(tag.strip() or tag, 1)[0].strip()
+    if rest.startswith("$"):
+        math = rest.lstrip("$")
+        end = math.find("$")
+        rest = math[:end] if end >= 0 else math
+    else:
+        rest = _SENTENCE_END.split(rest, 1)[0]
+    return _strip_period(rest.strip()) or None
 
 
 def last_boxed(text: str) -> str | None:

@@ -59,6 +59,7 @@ EVALUATION_SPEED_SETTINGS = {
 }
 # The scorer's batch and cache; where a training's nodes are and how often it logs.
 PRM_SPEED_SETTINGS = frozenset({"batch_size", "cache_bytes"})
+GIVEN_PRM_SETTINGS = frozenset({"checkpoint", "revision", "format"})
 TRAINING_SPEED_SETTINGS = frozenset({"hostfile", "logging_steps"})
 # Whole sections about how a run is carried out (retried, tracked), never what a stage computes.
 # The W&B Report spec that analyze leaves names a project only when its run got online, which
@@ -121,9 +122,8 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         name = given_policy(policy.name)
         return name, given[name]
 
-    data = artifact(
-        "prepare_data", "data", {"data": config.data.model_dump(), "seed": config.seed}, []
-    )
+    data_settings = config.data.model_dump() | {"format": config.data.format.key_settings()}
+    data = artifact("prepare_data", "data", {"data": data_settings, "seed": config.seed}, [])
     sft = {
         p.name: artifact(
             "sft",
@@ -156,7 +156,7 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
                 {
                     **prm_settings,
                     "heldout": config.prm.heldout.model_dump(),
-                    "data": {"format": config.data.format.model_dump()},
+                    "data": {"format": config.data.format.plain_settings()},
                 },
                 [prm_input],
             )
@@ -169,7 +169,7 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
             {
                 "generation": generation,
                 "evaluation": config.evaluation.model_dump(),
-                "data": {"format": config.data.format.model_dump()},
+                "data": {"format": config.data.format.key_settings()},
                 "policy": {"nominal_params": policy.nominal_params},
                 # A given PRM is read in its own format; a trained one in ours (its prm.json).
                 **(prm_settings if config.evaluation.needs_prm else {}),
@@ -213,7 +213,9 @@ def _given_checkpoints(config: ExperimentConfig, hashes: Path) -> dict[str, str]
 def _policy_settings(policy: PolicyConfig) -> dict:
     """What SFT builds the policy from, resolved. The nominal size only names the model in paper
     FLOPs (evaluate's key has it); the name only labels the directory and the W&B run."""
-    settings = policy.model_dump(exclude={"nominal_params", "name", "learning_rate"})
+    # A trained policy names no checkpoint or revision: out, so they key no training.
+    excluded = {"nominal_params", "name", "learning_rate", "checkpoint", "revision"}
+    settings = policy.model_dump(exclude=excluded)
     if policy.hub_id is None:
         settings["intermediate_size"] = policy.ffn_size
     return settings
@@ -254,7 +256,7 @@ def _prm_stages(
                 },
                 # The labels have their own sampling settings.
                 "generation": {k: v for k, v in generation.items() if k not in SAMPLING},
-                "data": {"format": config.data.format.model_dump()},
+                "data": {"format": config.data.format.key_settings()},
                 "seed": config.seed,
             },
             [data, model(policy), model(config.completer_policy)],
@@ -266,14 +268,18 @@ def _prm_stages(
         "prm",
         {
             "prm": {
-                **prm.model_dump(exclude={"labels", "training", *PRM_SPEED_SETTINGS}),
+                # What names a given PRM is out: a trained one has none of it.
+                **prm.model_dump(
+                    exclude={"labels", "training", *GIVEN_PRM_SETTINGS, *PRM_SPEED_SETTINGS}
+                ),
                 # A policy's checkpoint is an input; a hub model, by its id.
                 "init_from": prm.init_from if init is None else None,
                 # Resolved: what it leaves out is the sft section's.
                 "training": training.model_dump(exclude={"deepspeed", *TRAINING_SPEED_SETTINGS}),
             },
             "deepspeed": _deepspeed(training.deepspeed),
-            "data": {"format": config.data.format.model_dump()},
+            # The PRM reads the plain step format: how policies are prompted is not its input.
+            "data": {"format": config.data.format.plain_settings()},
             "seed": config.seed,
         },
         [label_steps, model(init) if init is not None else None],

@@ -17,7 +17,7 @@ TOKENIZER_DIR = "tokenizer"
 
 
 def step_format(data: DataConfig) -> StepFormat:
-    return StepFormat(**data.format.model_dump())
+    return data.format.step_format()
 
 
 def load_splits(data: DataConfig, seed: int) -> tuple[list[Problem], list[Problem]]:

@@ -66,13 +66,15 @@ def label_solutions(
     equivalent: Equivalence = is_equivalent,
     batch_size: int | None = None,
     completer: Backend | None = None,
+    completer_fmt: StepFormat | None = None,
     progress: Progress = no_progress,
 ) -> list[StepLabelled]:
     """Sample solutions from the policy and label each step by rollouts from its prefix.
 
     The rollouts come from `completer` when given (Math-Shepherd's completer: a model good
     enough to finish a right prefix, so that a right step is seldom labelled wrong), else from
-    the policy itself, at `rollout_temperature` (0: greedy). The backends are
+    the policy itself, at `rollout_temperature` (0: greedy); a completer prompted otherwise than
+    the policy (its own chat template) reads its prompts from `completer_fmt`. The backends are
     called twice over (solutions, then every rollout of every prefix of every solution, each
     distinct prefix once when greedy), each time with all requests at once, or in chunks of at
     most `batch_size` sequences when given.
@@ -103,6 +105,7 @@ def label_solutions(
         completions = _generate(backend, solution_requests, batch_size, advance)
     solutions = [[_solution_steps(sample.text, fmt) for sample in c.samples] for c in completions]
 
+    rollout_fmt = completer_fmt or fmt
     prefixes: list[_Prefix] = []
     request_of: list[int] = []  # per prefix, the rollout request that completes it
     rollout_requests: list[Request] = []
@@ -112,7 +115,7 @@ def label_solutions(
         for j, steps in enumerate(solutions[i]):
             for k in range(1, len(steps)):
                 prefixes.append(_Prefix(i, j, k))
-                prompt = fmt.prompt(p.question) + fmt.solution(steps[:k])
+                prompt = rollout_fmt.prompt(p.question) + fmt.solution(steps[:k])
                 if rollout_temperature == 0 and prompt in greedy_requests:
                     # A greedy rollout depends on its prompt alone: samples that share a
                     # prefix (often their first steps, sometimes all) share its rollout.

@@ -147,7 +147,7 @@ def prm_spec(
         "eval_file": str(heldout_file) if heldout_file else None,
         "output_dir": str(output_dir),
         "deepspeed_config": training.deepspeed,
-        "format": config.data.format.model_dump(),
+        "format": config.data.format.plain_settings(),
         "good_token": prm.good_token,
         "bad_token": prm.bad_token,
         "label": prm.label,

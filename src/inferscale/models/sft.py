@@ -34,6 +34,21 @@ def encode_example(tokenizer, prompt: str, solution: str, max_length: int) -> di
     return {"input_ids": input_ids, "labels": labels}
 
 
+def training_examples(spec: dict, tokenizer) -> list[dict]:
+    """The training problems encoded with the policy's prompts (its chat template, system prompt
+    and few-shot examples, as `data.format` says): it is trained on what it is evaluated with."""
+    from inferscale.config import StepFormatConfig
+    from inferscale.data.prompting import policy_format
+    from inferscale.data.records import read_problems
+
+    fmt = policy_format(StepFormatConfig(**spec["format"]), tokenizer)
+    return [
+        encode_example(tokenizer, fmt.prompt(p.question), fmt.solution(p.steps), spec["max_length"])
+        for p in read_problems(spec["train_file"])
+        if p.steps
+    ]
+
+
 def pad_batch(examples: list[dict], pad_id: int) -> dict:
     import torch
 
@@ -103,18 +118,9 @@ def train(spec: dict) -> None:
     import torch
     from transformers import AutoTokenizer, Trainer
 
-    from inferscale.data.records import read_problems
-    from inferscale.data.steps import StepFormat
-
     torch.set_num_threads(spec.get("threads_per_rank", 1))
-    fmt = StepFormat(**spec["format"])
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
-    problems = read_problems(spec["train_file"])
-    examples = [
-        encode_example(tokenizer, fmt.prompt(p.question), fmt.solution(p.steps), spec["max_length"])
-        for p in problems
-        if p.steps
-    ]
+    examples = training_examples(spec, tokenizer)
     model = load_model(spec, tokenizer)
     output_dir = Path(spec["output_dir"])
     args = training_arguments(spec)
