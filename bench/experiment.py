@@ -26,8 +26,11 @@ class Finished:
 def finished_experiment(config_path: str, policy: str | None) -> Finished:
     """The experiment's artifacts for `policy` (default: the first); exits with the fix when
     the experiment has not been run to the end with this code."""
+    from transformers import AutoTokenizer
+
     from inferscale.config import load_config
     from inferscale.data.prepare import TEST_FILE
+    from inferscale.data.prompting import policy_format
     from inferscale.data.records import read_problems
     from inferscale.stages import plan
     from inferscale.tasks.evaluate import search_settings
@@ -45,7 +48,10 @@ def finished_experiment(config_path: str, policy: str | None) -> Finished:
         policy_dir=p.sft[policy].path,
         prm_dir=p.train_prm.path,
         problems=read_problems(p.prepare_data.path / TEST_FILE),
-        settings=search_settings(config),
+        settings=search_settings(
+            config,
+            policy_format(config.data.format, AutoTokenizer.from_pretrained(p.sft[policy].path)),
+        ),
     )
 
 

@@ -7,13 +7,15 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoTokenizer
 
 from inferscale.artifacts import Timer
 from inferscale.compute import ModelCost, count_parameters, reward_head_cost
 from inferscale.config import ExperimentConfig, PolicyConfig
-from inferscale.data.prepare import TEST_FILE, step_format
+from inferscale.data.prepare import TEST_FILE
+from inferscale.data.prompting import policy_format
 from inferscale.data.records import read_problems
+from inferscale.data.steps import StepFormat
 from inferscale.evaluation import SEARCHED, EvaluationPlan, SamplingSettings, evaluate_policy
 from inferscale.generation.backends import load_backend
 from inferscale.progress import stage_progress
@@ -36,11 +38,12 @@ def prm_cost(config: ExperimentConfig, prm_dir: str) -> ModelCost:
     return ModelCost.from_config(prm_config)
 
 
-def search_settings(config: ExperimentConfig) -> SearchSettings:
-    """The tree searches' settings from the experiment's evaluation and generation sections."""
+def search_settings(config: ExperimentConfig, fmt: StepFormat) -> SearchSettings:
+    """The tree searches' settings from the experiment's evaluation and generation sections, for
+    a policy prompted with `fmt`."""
     cfg, gen = config.evaluation, config.generation
     return SearchSettings(
-        fmt=step_format(config.data),
+        fmt=fmt,
         temperature=gen.temperature,
         top_p=gen.top_p,
         max_step_tokens=cfg.search.max_step_tokens,
@@ -67,7 +70,7 @@ def evaluate_task(
     model_dir = policy_dir(policy, model_dir)
     prm_dir = given_models.prm_dir(ctx.config, prm_dir) if prm_dir is not None else None
     model_config = AutoConfig.from_pretrained(model_dir)
-    fmt = step_format(ctx.config.data)
+    fmt = policy_format(ctx.config.data.format, AutoTokenizer.from_pretrained(model_dir))
     plan = EvaluationPlan(
         fmt=fmt,
         strategies=cfg.strategies,
@@ -82,7 +85,7 @@ def evaluate_task(
         cost=ModelCost.from_config(model_config, nominal=policy.nominal_params),
         paper_params=cfg.flops.paper_params,
         aggregation=cfg.aggregation,
-        search=search_settings(ctx.config),
+        search=search_settings(ctx.config, fmt),
         search_budgets={s: cfg.search.budgets[s] for s in cfg.tree_strategies},
         search_limit=cfg.search.limit,
         prm_cost=prm_cost(ctx.config, prm_dir) if prm_dir else None,

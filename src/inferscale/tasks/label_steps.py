@@ -5,10 +5,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from transformers import AutoTokenizer
 
 from inferscale.artifacts import Timer
 from inferscale.config import PolicyConfig
-from inferscale.data.prepare import TRAIN_FILE, step_format
+from inferscale.data.prepare import TRAIN_FILE
+from inferscale.data.prompting import policy_format
 from inferscale.data.records import read_problems
 from inferscale.data.step_labels import label_solutions, write_step_labels
 from inferscale.generation.backends import load_backend
@@ -61,6 +63,9 @@ def label_steps_task(
     stats = {}
     model_dir = policy_dir(policy, model_dir)
     completer_dir = policy_dir(ctx.config.completer_policy, completer_dir)
+    settings = ctx.config.data.format
+    fmt = policy_format(settings, AutoTokenizer.from_pretrained(model_dir))
+    completer_fmt = policy_format(settings, AutoTokenizer.from_pretrained(completer_dir))
     backend = load_backend(gen, model_dir)
     completer = load_backend(gen, completer_dir) if completer_dir != model_dir else None
     try:
@@ -72,7 +77,7 @@ def label_steps_task(
                 records = label_solutions(
                     problems,
                     backend,
-                    step_format(ctx.config.data),
+                    fmt,
                     samples_per_question=cfg.samples_per_question,
                     rollouts_per_step=cfg.rollouts_per_step,
                     temperature=temperature,
@@ -81,6 +86,7 @@ def label_steps_task(
                     seed=ctx.config.seed,
                     batch_size=gen.batch_size,
                     completer=completer,
+                    completer_fmt=completer_fmt,
                     rollout_temperature=rollout_temperature,
                     progress=stage_progress(f"label_steps {name.removesuffix('.jsonl')}"),
                 )
