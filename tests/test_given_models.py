@@ -284,3 +284,41 @@ def test_flow_parameters_make_local_checkpoints_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(moved)
     moved_plan = plan(load_config(tmp_path / "exp.yaml"))
     assert moved_plan.evaluate["A"].key == plan(config).evaluate["A"].key
+
+
+def test_a_chat_template_is_rendered_with_each_given_policys_tokenizer_before_any_work(tmp_path):
+    from inferscale.models.tiny_checkpoints import build_tiny_prm
+
+    plain = build_tiny_prm(tmp_path / "plain", "math_shepherd")  # a tokenizer without a template
+    chat = build_tiny_prm(tmp_path / "chat", "rlhflow")  # Llama-3.1's template
+    raw = tiny_config(tmp_path / "runs")
+    raw["policies"] = [{"name": "A", "checkpoint": str(chat)}]
+    raw["prm"] = None
+    raw["evaluation"]["strategies"] = ["greedy", "majority_vote"]
+    raw["data"]["format"] = {"chat_template": "tokenizer", "system_prompt": "Be brief."}
+    path = write_config(tmp_path / "exp.yaml", raw)
+    check_run_inputs(load_config(path), str(path))
+    raw["policies"].append({"name": "B", "checkpoint": str(plain)})
+    path = write_config(tmp_path / "exp.yaml", raw)
+    with pytest.raises(ConfigError) as info:
+        check_run_inputs(load_config(path), str(path))
+    assert "\n" not in str(info.value)
+    assert "data.format.chat_template: for policy B:" in str(info.value)
+
+
+@pytest.mark.parametrize("built, claimed", [("math_shepherd", "qwen_prm"), ("qwen_prm", "rlhflow")])
+def test_a_prm_format_the_checkpoint_lacks_is_refused_before_any_work(tmp_path, built, claimed):
+    from inferscale.models.tiny_checkpoints import build_tiny_prm
+
+    folder = build_tiny_prm(tmp_path / built, built)
+    raw = tiny_config(tmp_path / "runs")
+    raw["prm"] = {"checkpoint": str(folder), "format": claimed}
+    path = write_config(tmp_path / "exp.yaml", raw)
+    with pytest.raises(ConfigError) as info:
+        check_run_inputs(load_config(path), str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: prm.format: {claimed} does not fit prm.checkpoint")
+    raw["prm"]["format"] = built
+    path = write_config(tmp_path / "exp.yaml", raw)
+    check_run_inputs(load_config(path), str(path))

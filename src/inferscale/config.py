@@ -1329,6 +1329,7 @@ def _check_checkpoints(config: ExperimentConfig, source: str) -> None:
                 f"{path} {state}; give a model folder or a hub id such as org/name (relative "
                 "paths start from the folder the run starts in)",
             )
+    _check_given_prompts(config, source)
     prm = config.prm
     if prm is not None and prm.given:
         from inferscale.models.prm_formats import check_prm_format
@@ -1336,3 +1337,23 @@ def _check_checkpoints(config: ExperimentConfig, source: str) -> None:
         problem = check_prm_format(prm.checkpoint, prm.format, prm.revision)
         if problem:
             raise refuse(source, "prm.format", problem.removeprefix("prm.format "))
+
+
+def _check_given_prompts(config: ExperimentConfig, source: str) -> None:
+    """A chat template renders with each local given policy's tokenizer (its own template, when
+    data.format asks for it)."""
+    if config.data.format.chat_template is None:
+        return
+    from transformers import AutoTokenizer
+
+    from inferscale.data.prompting import PromptingError, policy_format
+
+    for policy in config.policies:
+        if policy.checkpoint is None or not Path(policy.checkpoint).expanduser().is_dir():
+            continue
+        try:
+            policy_format(config.data.format, AutoTokenizer.from_pretrained(policy.checkpoint))
+        except PromptingError as err:
+            raise refuse(
+                source, f"data.format.{err.field}", f"for policy {policy.name}: {err.message}"
+            ) from None
