@@ -115,6 +115,21 @@ def test_bootstrap_intervals_cover_the_estimate():
         assert with_intervals.intervals["beta"].high > with_intervals.intervals["beta"].low
 
 
+def test_bootstrap_of_a_rarely_solved_set_counts_the_resamples_that_solve_nothing():
+    """One question of 12 solved, once: a resample without it solves nothing, which is a
+    ceiling of 0, not a failure of the analysis."""
+    counts = Counts.from_pairs([(8, 1)] + [(8, 0)] * 11)
+    for fit in (
+        laws.fit_levi_mle(failure_histogram(counts, 8)),
+        laws.fit_levi_least_squares(range(1, 9), coverage_curve(counts, range(1, 9)).coverage),
+    ):
+        with_intervals = laws.bootstrap_levi(counts, fit, replicates=40, seed=0)
+        assert with_intervals.intervals["ceiling"].low == 0.0
+        for name in ("alpha", "beta"):
+            interval = with_intervals.intervals[name]
+            assert np.isfinite(interval.low) and interval.low <= interval.high
+
+
 def test_brown_recovers_its_own_curve():
     ks = [1, 2, 4, 8, 16, 32, 64]
     coverage = np.exp(-1.3 * np.power(ks, -0.45))

@@ -64,7 +64,7 @@ def heldout_rows(task: TinyTask, fmt: StepFormat, questions: int) -> list[dict]:
     return labelled_rows(train[-questions:], fmt, seed=task.seed)
 
 
-def build_examples(out: str | Path, policy_steps: int = 200, log=print) -> Path:
+def build_examples(out: str | Path, policy_steps: int = 400, log=print) -> Path:
     out = Path(out)
     task, fmt = TinyTask(), StepFormat()
     _once(out / POLICY_DIR, lambda p: build_tiny_policy(p, task, fmt, steps=policy_steps), log)
@@ -81,7 +81,9 @@ def build_examples(out: str | Path, policy_steps: int = 200, log=print) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="the folder to make them in (runs/checkpoints)")
-    parser.add_argument("--policy-steps", type=int, default=200, help="the policy's training")
+    parser.add_argument(
+        "--policy-steps", type=int, default=400, help="the policy's training steps (default 400)"
+    )
     args = parser.parse_args()
     build_examples(args.out, args.policy_steps)
 

@@ -33,7 +33,7 @@ def build_tiny_policy(
     directory: str | Path,
     task: TinyTask = TinyTask(),
     fmt: StepFormat | None = None,
-    steps: int = 200,
+    steps: int = 400,
     batch_size: int = 64,
     learning_rate: float = 3e-3,
     hidden_size: int = 128,

@@ -337,7 +337,11 @@ def bootstrap_levi(
     counts: Counts, fit: LeviFit, replicates: int, seed: int, level: float = 0.95
 ) -> LeviFit:
     """`fit` with percentile intervals from refits on `replicates` resamples of the questions
-    (each refit starts from `fit`)."""
+    (each refit starts from `fit`).
+
+    Where few questions are ever solved, a resample may hold none of them: its pass@k is 0 at
+    every k, a ceiling of 0 with no alpha or beta. It counts in the ceiling's interval as 0
+    and is left out of those of alpha and beta."""
     rng = np.random.default_rng(seed)
     m = counts.min_samples
     ks = list(range(1, m + 1))
@@ -346,12 +350,16 @@ def bootstrap_levi(
     draws = []
     for _ in range(replicates):
         weights = counts.resample(rng).questions
-        if fit.method == "mle":
-            refit = fit_levi_mle(weights @ rows, start=fit)
-        else:
-            refit = fit_levi_least_squares(ks, weights @ rows / weights.sum(), start=fit)
+        try:
+            if fit.method == "mle":
+                refit = fit_levi_mle(weights @ rows, start=fit)
+            else:
+                refit = fit_levi_least_squares(ks, weights @ rows / weights.sum(), start=fit)
+        except FitError:
+            draws.append((np.nan, np.nan, 0.0))
+            continue
         draws.append((refit.alpha, refit.beta, refit.ceiling))
-    low, high = np.quantile(np.array(draws), [(1 - level) / 2, (1 + level) / 2], axis=0)
+    low, high = np.nanquantile(np.array(draws), [(1 - level) / 2, (1 + level) / 2], axis=0)
     names = ("alpha", "beta", "ceiling")
     bounds = zip(names, low, high, strict=True)
     return replace(fit, intervals={n: Interval(float(lo), float(hi)) for n, lo, hi in bounds})
