@@ -30,8 +30,10 @@ TASK = TinyTask(modulus=20, levels=(1, 2), train_size=400, test_size=16)
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """A briefly trained policy, a random PRM in each format, held-out labelled solutions."""
     root = tmp_path_factory.mktemp("checkpoints")
-    out = {"policy": build_tiny_policy(root / "policy", TASK, steps=150, hidden_size=64, num_heads=2)}
-    for prm_format in ("math_shepherd", "qwen_prm", "rlhflow"):
+    out = {
+        "policy": build_tiny_policy(root / "policy", TASK, steps=150, hidden_size=64, num_heads=2)
+    }
+    for prm_format in ("inferscale", "math_shepherd", "qwen_prm", "rlhflow"):
         out[prm_format] = build_tiny_prm(root / prm_format, prm_format)
     out["heldout"] = write_rows(root / "heldout.jsonl", heldout_rows(TASK, StepFormat(), 6))
     return out
@@ -135,8 +137,8 @@ def test_an_experiment_of_given_checkpoints_resumes_after_a_kill(
     assert run_flow(config_path) == str(report_dir)
 
 
-@pytest.mark.parametrize("prm_format", ["qwen_prm", "rlhflow"])
-def test_each_public_prm_format_scores_the_searches_through_the_flow(
+@pytest.mark.parametrize("prm_format", ["inferscale", "qwen_prm", "rlhflow"])
+def test_each_prm_format_scores_the_searches_through_the_flow(
     tmp_path, checkpoints, prm_format, monkeypatch
 ):
     from inferscale.models.prm_scorer import PRMScorer
@@ -156,7 +158,11 @@ def test_each_public_prm_format_scores_the_searches_through_the_flow(
         **{
             "data.arithmetic.test_size": 8,
             "evaluation.strategies": ["greedy", "weighted_vote", "rebase"],
-            "evaluation.search": {"budgets": {"rebase": [2]}, "max_depth": 3, "max_step_tokens": 12},
+            "evaluation.search": {
+                "budgets": {"rebase": [2]},
+                "max_depth": 3,
+                "max_step_tokens": 12,
+            },
         },
     )
     config_path = write_config(tmp_path / "given.yaml", raw)
