@@ -460,11 +460,23 @@ CONFIG_CASES = [
     edit("policy-names-twice", {"policies.1.name": "S"}, "policies", "unique"),
     edit("no-policies", {"policies": []}, "policies", "at least one policy"),
     edit("data-without-source", {"data": {}}, "data:", "either `arithmetic`"),
+    edit("data-train-only", {"data.eval": []}, "data:", "`eval` datasets", base=dataset_raw),
     edit(
-        "data-train-only", {"data.eval": []}, "data:", "both `train` and `eval`", base=dataset_raw
+        "data-eval-only-and-a-policy-to-train",
+        {"data.train": None},
+        "data.train: missing, and policies ['llemma-7b'] are fine-tuned on it",
+        base=dataset_raw,
     ),
     edit(
-        "data-eval-only", {"data.train": None}, "data:", "both `train` and `eval`", base=dataset_raw
+        "data-eval-only-and-steps-to-label",
+        {
+            "data.train": None,
+            "policies": [{"name": "given", "checkpoint": "org/model"}],
+            "prm": {"labels": {"questions": 10}},
+            "evaluation.strategies": ["greedy", "weighted_vote"],
+        },
+        "data.train: missing, and prm.labels labels steps of its questions",
+        base=dataset_raw,
     ),
     edit(
         "data-arithmetic-and-datasets",

@@ -263,3 +263,19 @@ def test_absolute_deepspeed_path_is_kept(tmp_path):
     ds.write_text("{}")
     config = parse_config(raw_config(sft={"deepspeed": str(ds)}), base_dir=CONFIGS)
     assert config.sft.deepspeed == str(ds.resolve())
+
+
+def test_the_evaluate_only_configs_validate_and_train_nothing():
+    from inferscale.models.example_checkpoints import HELDOUT_FILE, POLICY_DIR, PRM_DIRS
+
+    for name in ("evaluate_only", "public_prm"):
+        config = load_config(CONFIGS / f"{name}.yaml")
+        assert not any(p.trained for p in config.policies) and config.prm.given
+    # The example names the folders `make checkpoints` makes.
+    local = load_config(CONFIGS / "evaluate_only.yaml")
+    assert local.policies[0].checkpoint == f"runs/checkpoints/{POLICY_DIR}"
+    assert local.prm.checkpoint == f"runs/checkpoints/{PRM_DIRS[local.prm.format]}"
+    assert local.prm.heldout.path == f"runs/checkpoints/{HELDOUT_FILE}"
+    public = load_config(CONFIGS / "public_prm.yaml")
+    assert public.prm.format == "math_shepherd" and public.data.train is None
+    assert public.data.format.chat_template == "tokenizer"

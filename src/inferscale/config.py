@@ -259,8 +259,8 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if self.arithmetic is None and (self.train is None or not self.eval):
-            raise ValueError("give either `arithmetic` or both `train` and `eval` datasets")
+        if self.arithmetic is None and not self.eval:
+            raise ValueError("give either `arithmetic` or `eval` datasets (and `train` to train)")
         if self.arithmetic is not None and (self.train is not None or self.eval):
             raise ValueError("`arithmetic` cannot be combined with `train`/`eval` datasets")
         return self
@@ -808,6 +808,26 @@ class ExperimentConfig(Strict):
                 f"{TOKENIZER_TEMPLATE!r} asks for the policy tokenizer's chat template, and "
                 f"{', '.join(scratch)} use the synthetic task's tokenizer, which has none; give "
                 "a Jinja template, or leave chat_template out for the plain prompt_template",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _training_data_where_something_trains(self) -> ExperimentConfig:
+        data = self.data
+        if data.arithmetic is not None or data.train is not None:
+            return self
+        trained = [p.name for p in self.policies if p.trained]
+        if trained:
+            raise FieldError(
+                "data.train",
+                f"missing, and policies {trained} are fine-tuned on it: give a train dataset, "
+                "or give each policy a checkpoint to evaluate as it is",
+            )
+        if self.prm is not None and self.prm.labels is not None:
+            raise FieldError(
+                "data.train",
+                "missing, and prm.labels labels steps of its questions: give a train dataset, "
+                "or give the PRM a dataset or a checkpoint",
             )
         return self
 

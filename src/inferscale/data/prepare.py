@@ -35,9 +35,11 @@ def load_splits(data: DataConfig, seed: int) -> tuple[list[Problem], list[Proble
             tuple(a.operations),
             a.any_order,
         )
-    train = load_problems(
-        data.train.source, data.train.path, data.train.split, data.train.limit, data.train.subset
-    )
+    # An experiment that trains nothing needs no training split.
+    train = []
+    if data.train is not None:
+        ref = data.train
+        train = load_problems(ref.source, ref.path, ref.split, ref.limit, ref.subset)
     test = [
         p
         for ref in data.eval

@@ -329,9 +329,11 @@ def check_prm_format(
     path = Path(checkpoint).expanduser()
     # A hub id is `name` or `owner/name`; anything else is a path on this machine.
     local = path.exists() or path.is_absolute() or str(checkpoint).startswith((".", "~"))
+    # A hub id is read from the Hugging Face cache alone: a check never waits on the network.
+    offline = {"revision": revision, "local_files_only": not local}
     try:
-        config = AutoConfig.from_pretrained(str(checkpoint), revision=revision)
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), revision=revision)
+        config = AutoConfig.from_pretrained(str(checkpoint), **offline)
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), **offline)
     except (OSError, ValueError) as error:
         if not local:
             return None
@@ -376,7 +378,8 @@ def _format_problem(checkpoint, prm_format, revision, config, tokenizer, setting
 
 def weight_names(checkpoint: str | Path, revision: str | None = None) -> set[str] | None:
     """Names of a checkpoint's safetensors weights from their headers (no weights read); None
-    where they cannot be listed here (no safetensors, or a hub id not reachable)."""
+    where they cannot be listed here (no safetensors, or a hub id whose index is not in the
+    Hugging Face cache)."""
     path = Path(checkpoint)
     if path.is_dir():
         index = path / "model.safetensors.index.json"
@@ -392,9 +395,12 @@ def weight_names(checkpoint: str | Path, revision: str | None = None) -> set[str
             with safe_open(file, framework="pt") as weights:
                 names.update(weights.keys())
         return names
-    try:
-        from huggingface_hub import get_safetensors_metadata
+    from huggingface_hub import try_to_load_from_cache
 
-        return set(get_safetensors_metadata(str(checkpoint), revision=revision).weight_map)
-    except Exception:  # offline, gated or not a safetensors repository: nothing to check here
+    try:
+        index = try_to_load_from_cache(str(checkpoint), "model.safetensors.index.json", revision)
+    except ValueError:  # an id the hub library refuses is in no cache
         return None
+    if not isinstance(index, str):  # not in the cache: nothing to check here
+        return None
+    return set(json.loads(Path(index).read_text())["weight_map"])
