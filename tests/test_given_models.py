@@ -322,3 +322,16 @@ def test_a_prm_format_the_checkpoint_lacks_is_refused_before_any_work(tmp_path, 
     raw["prm"]["format"] = built
     path = write_config(tmp_path / "exp.yaml", raw)
     check_run_inputs(load_config(path), str(path))
+
+
+def test_a_missing_folder_under_a_local_one_is_no_hub_id(tmp_path, monkeypatch):
+    """`runs/model` has a hub id's form; where `runs` is a folder here, it is a path."""
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_config(tmp_path / "runs")
+    (tmp_path / "runs").mkdir()
+    raw["policies"][0] = {"name": "A", "checkpoint": "runs/model"}
+    path = write_config(tmp_path / "exp.yaml", raw)
+    with pytest.raises(ConfigError, match="policies.0.checkpoint: runs/model does not exist"):
+        check_run_inputs(load_config(path), str(path))
+    raw["policies"][0] = {"name": "A", "checkpoint": "org/model"}
+    check_run_inputs(load_config(write_config(path, raw)), str(path))

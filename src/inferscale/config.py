@@ -1341,7 +1341,8 @@ def _check_checkpoints(config: ExperimentConfig, source: str) -> None:
                     f"{path} has no config.json, so it is no Hugging Face model folder; give the "
                     "folder that save_pretrained wrote",
                 )
-        elif path.exists() or not HUB_ID.match(reference):
+        elif path.exists() or not HUB_ID.match(reference) or Path(path.parts[0]).is_dir():
+            # `runs/model` reads as a hub id too, but not where `runs` is a folder here.
             state = "is a file" if path.exists() else "does not exist"
             raise refuse(
                 source,
