@@ -117,7 +117,9 @@ def test_deepspeed_file_content_changes_sft_and_downstream_keys(tmp_path, defaul
 @pytest.mark.parametrize(
     ("requested", "expected"),
     [
-        (["prepare_data"], set(STAGES)),
+        # A given PRM's measurement reads its checkpoint and a labelled file, no prepared data.
+        (["prepare_data"], set(STAGES) - {"measure_prm"}),
+        (["measure_prm"], {"measure_prm", "analyze"}),
         (["sft"], {"sft", "label_steps", "train_prm", "evaluate", "analyze"}),
         (["label_steps"], {"label_steps", "train_prm", "evaluate", "analyze"}),
         (["train_prm"], {"train_prm", "evaluate", "analyze"}),
