@@ -62,8 +62,8 @@ def test_the_hash_cache_spares_unchanged_files_and_never_hides_a_change(tmp_path
     folder = model_folder(tmp_path / "m")
     cache = tmp_path / "hashes.json"
     hashed = []
-    real = checkpoints._sha256
-    monkeypatch.setattr(checkpoints, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    real = checkpoints.sha256_file
+    monkeypatch.setattr(checkpoints, "sha256_file", lambda p: hashed.append(p.name) or real(p))
     first = directory_digest(folder, cache)
     assert len(hashed) == 3 and cache.is_file()
     hashed.clear()

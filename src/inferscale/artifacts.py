@@ -25,7 +25,7 @@ KEY_RECORD = "_KEY.json"  # what the directory's key was made of: settings, inpu
 CHECKSUM_MAX_BYTES = 256 * 2**20
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(2**20):
@@ -44,7 +44,7 @@ def file_manifest(directory: Path) -> dict[str, dict]:
         size = path.stat().st_size
         out[name] = {"size": size}
         if size <= CHECKSUM_MAX_BYTES:
-            out[name]["sha256"] = _sha256(path)
+            out[name]["sha256"] = sha256_file(path)
     return out
 
 
@@ -57,7 +57,7 @@ def manifest_problems(directory: Path, manifest: dict[str, dict]) -> list[str]:
             problems.append(f"{name} is missing")
         elif path.stat().st_size != want["size"]:
             problems.append(f"{name} has {path.stat().st_size} bytes, not {want['size']}")
-        elif "sha256" in want and _sha256(path) != want["sha256"]:
+        elif "sha256" in want and sha256_file(path) != want["sha256"]:
             problems.append(f"{name} has changed")
     return problems
 

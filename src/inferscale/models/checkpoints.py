@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+from inferscale.artifacts import sha256_file
+
 # Files a hub download or an editor leaves beside the weights that never change a model.
 IGNORED_PARTS = frozenset({".git", ".cache", ".huggingface", "__pycache__"})
 RACY_SECONDS = 2.0
@@ -42,14 +44,6 @@ def checkpoint_files(directory: Path) -> list[Path]:
         if path.is_file() and not IGNORED_PARTS.intersection(rel.parts):
             out.append(path)
     return sorted(out, key=lambda p: p.relative_to(directory).as_posix())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(2**22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_cache(cache: Path | None) -> dict:
@@ -92,7 +86,7 @@ def directory_digest(directory: str | Path, cache: Path | None = None) -> str:
         if isinstance(entry, dict) and entry.get("stamp") == stamp:
             file_hash = entry["sha256"]
         else:
-            file_hash = _sha256(path)
+            file_hash = sha256_file(path)
             if now - stat.st_mtime > RACY_SECONDS:
                 entries[str(path)] = {"stamp": stamp, "sha256": file_hash}
                 changed = True

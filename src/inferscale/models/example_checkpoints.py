@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inferscale.data.steps import StepFormat
-from inferscale.data.synthetic import make_splits
 from inferscale.data.synthetic_labels import labelled_rows, write_rows
 from inferscale.models.tiny_checkpoints import build_tiny_prm
 from inferscale.models.tiny_policy import TinyTask, build_tiny_policy
@@ -51,17 +50,7 @@ def _once(path: Path, build: Callable[[Path], object], log: Callable[[str], None
 
 def heldout_rows(task: TinyTask, fmt: StepFormat, questions: int) -> list[dict]:
     """A right and a wrong solution of the last `questions` training problems, labelled."""
-    train, _ = make_splits(
-        task.train_size,
-        task.test_size,
-        list(task.levels),
-        task.modulus,
-        task.seed,
-        fmt.answer_phrase,
-        operations=task.operations,
-        any_order=task.any_order,
-    )
-    return labelled_rows(train[-questions:], fmt, seed=task.seed)
+    return labelled_rows(task.training_problems(fmt)[-questions:], fmt, seed=task.seed)
 
 
 def build_examples(out: str | Path, policy_steps: int = 400, log=print) -> Path:

@@ -28,6 +28,20 @@ class TinyTask:
     test_size: int = 120
     seed: int = 0
 
+    def training_problems(self, fmt: StepFormat) -> list:
+        """The training split `prepare_data` makes of this task, answers in `fmt`."""
+        train, _ = make_splits(
+            self.train_size,
+            self.test_size,
+            list(self.levels),
+            self.modulus,
+            self.seed,
+            fmt.answer_phrase,
+            operations=self.operations,
+            any_order=self.any_order,
+        )
+        return train
+
 
 def build_tiny_policy(
     directory: str | Path,
@@ -50,16 +64,7 @@ def build_tiny_policy(
     from inferscale.models.tokenizer import build_tokenizer
 
     fmt = fmt or StepFormat()
-    train, _ = make_splits(
-        task.train_size,
-        task.test_size,
-        list(task.levels),
-        task.modulus,
-        task.seed,
-        fmt.answer_phrase,
-        operations=task.operations,
-        any_order=task.any_order,
-    )
+    train = task.training_problems(fmt)
     texts = [(fmt.prompt(p.question), fmt.solution(p.steps)) for p in train]
     max_number = max(task.modulus, 10, max(task.levels) + 2)
     tokenizer = build_tokenizer(
