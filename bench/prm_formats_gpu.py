@@ -93,7 +93,8 @@ def main() -> None:
                     row = measure(folder, prm_format, args.device, dtype, attention, items)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
+    on_gpu = args.device.startswith("cuda")
+    device = torch.cuda.get_device_name() if on_gpu else platform.processor()
     result = {
         "device": device,
         "torch": torch.__version__,
