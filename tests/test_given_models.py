@@ -335,3 +335,12 @@ def test_a_missing_folder_under_a_local_one_is_no_hub_id(tmp_path, monkeypatch):
         check_run_inputs(load_config(path), str(path))
     raw["policies"][0] = {"name": "A", "checkpoint": "org/model"}
     check_run_inputs(load_config(write_config(path, raw)), str(path))
+
+
+def test_generation_beyond_a_given_policys_context_is_refused(tmp_path):
+    folder = model_folder(tmp_path / "policy")
+    (folder / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 20}')
+    with pytest.raises(ConfigError) as info:
+        load_config(given_experiment(tmp_path, str(folder)))
+    assert "generation.max_new_tokens: 24 new tokens after a prompt of up to" in str(info.value)
+    assert "policy A's context of 20 tokens (its max_position_embeddings)" in str(info.value)

@@ -885,8 +885,8 @@ class ExperimentConfig(Strict):
         if policy.sized:
             context, what = self.sft.max_length, "sft.max_length, its max_position_embeddings"
         else:
-            model = policy.checkpoint or policy.hub_id
-            context, what = hub_context_length(model), "its max_position_embeddings"
+            model, revision = policy.checkpoint or policy.hub_id, policy.revision
+            context, what = hub_context_length(model, revision), "its max_position_embeddings"
         if vllm is not None and (context is None or vllm < context):
             return vllm, "generation.vllm.max_model_len"
         return context, what
@@ -978,15 +978,15 @@ def too_few_training_questions(labels: StepLabelConfig, train_size: int, where: 
     )
 
 
-def hub_context_length(hub_id: str) -> int | None:
-    """A hub model's context length from its config.json, when that is on this machine (a model
-    folder, or the Hugging Face cache); None when it is not."""
+def hub_context_length(hub_id: str, revision: str | None = None) -> int | None:
+    """A hub model's context length from its config.json (at `revision`), when that is on this
+    machine (a model folder, or the Hugging Face cache); None when it is not."""
     path: Path | str | None = Path(hub_id) / "config.json"
     if not Path(path).is_file():
         try:
             from huggingface_hub import try_to_load_from_cache
 
-            path = try_to_load_from_cache(hub_id, "config.json")
+            path = try_to_load_from_cache(hub_id, "config.json", revision=revision)
         except (ImportError, ValueError):  # an id the hub library refuses is not cached either
             return None
     if not isinstance(path, str | Path) or not Path(path).is_file():
