@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -109,6 +111,27 @@ def start_run(config_path: Path, workdir: Path, log_name: str) -> subprocess.Pop
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def kill_once_written(
+    config_path: Path, workdir: Path, store: Path, records: int, timeout_s: float = 300
+) -> list[str]:
+    """Start `inferscale run`, SIGKILL its process group once `store` holds `records` lines,
+    and return the whole records it had written."""
+    proc = start_run(config_path, workdir, "killed.log")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (store.exists() and len(store.read_text().splitlines()) >= records):
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended (code {proc.returncode}) before it was killed")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{store} did not reach {records} records in {timeout_s} s")
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return [line for line in store.read_text().splitlines() if line.endswith("}")]
 
 
 def run_processes(workdir: Path) -> list[psutil.Process]:

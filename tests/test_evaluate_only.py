@@ -4,14 +4,11 @@ the tool reads run through the flow, resume after a kill, and are analysed as a 
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_config import start_run, tiny_config, write_config
-from test_resume import wait_for_lines
+from pipeline_config import kill_once_written, tiny_config, write_config
 
 from inferscale.config import load_config
 from inferscale.data.steps import StepFormat
@@ -19,6 +16,7 @@ from inferscale.data.synthetic_labels import write_rows
 from inferscale.models.example_checkpoints import heldout_rows
 from inferscale.models.tiny_checkpoints import build_tiny_prm
 from inferscale.models.tiny_policy import TinyTask, build_tiny_policy
+from inferscale.search.registry import STRATEGIES
 from inferscale.stages import plan
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -84,14 +82,7 @@ def test_an_experiment_of_given_checkpoints_resumes_after_a_kill(
     p = plan(load_config(config_path))
     assert p.sft == {} and p.label_steps is None and p.train_prm is None
     pool_file = p.evaluate["given"].path / "samples-n8.jsonl"
-    proc = start_run(config_path, tmp_path, "killed.log")
-    try:
-        wait_for_lines(pool_file, 4, proc, timeout_s=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    written = [line for line in pool_file.read_text().splitlines() if line.endswith("}")]
+    written = kill_once_written(config_path, tmp_path, pool_file, 4)
     assert 4 <= len(written) < 16 and not p.evaluate["given"].complete
 
     import inferscale.tasks.evaluate as evaluate_module
@@ -123,15 +114,7 @@ def test_an_experiment_of_given_checkpoints_resumes_after_a_kill(
     heldout = summary["prm"]
     assert heldout["solutions"] == 12 and 0 <= heldout["step_auc"] <= 1
     assert (report_dir / "report.html").is_file()
-    assert set(pd.read_csv(report_dir / "points.csv")["strategy"]) == {
-        "greedy",
-        "majority_vote",
-        "weighted_vote",
-        "best_of_n",
-        "rebase",
-        "mcts",
-        "beam_search",
-    }
+    assert set(pd.read_csv(report_dir / "points.csv")["strategy"]) == set(STRATEGIES)
     assert summary["coverage"]["given"]["fits"]  # the laws are fitted as for a trained policy
     # A second run finds every stage finished.
     assert run_flow(config_path) == str(report_dir)

@@ -26,6 +26,7 @@ from inferscale.models.prm_metrics import (
     best_of_n_selection,
     evaluate_step_scores,
     roc_auc,
+    score_heldout,
 )
 from inferscale.models.prm_scorer import PRMScorer
 from inferscale.numerics import cpu_pins
@@ -312,13 +313,7 @@ def test_a_plain_loop_with_the_prm_loss_learns_a_separable_set(tmp_path):
     tokenizer.save_pretrained(tmp_path / "prm")
 
     scorer = PRMScorer.from_pretrained(tmp_path / "prm", good_token=GOOD_TOKEN, bad_token=BAD_TOKEN)
-    scores = scorer.score([(r.question, r.steps) for r in held_out])
-    metrics = evaluate_step_scores(
-        [r.question_id for r in held_out],
-        [r.hard_labels for r in held_out],
-        [r.final_correct for r in held_out],
-        scores,
-    )
+    metrics = score_heldout(scorer, held_out)
     assert metrics["step_auc"] > 0.99
     assert metrics["bon_questions"] == 16 and metrics["bon_random_accuracy"] == 0.5
     assert metrics["bon_last_accuracy"] == metrics["bon_min_accuracy"] == 1.0

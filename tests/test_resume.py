@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
-from pipeline_config import start_run, tiny_config, write_config
+from pipeline_config import kill_once_written, tiny_config, write_config
 
 from inferscale.config import load_config
 from inferscale.stages import plan
@@ -28,30 +23,12 @@ OVERRIDES = {
 }
 
 
-def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and len(path.read_text().splitlines()) >= count:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended (code {proc.returncode}) before it was killed")
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not reach {count} records in {timeout_s} s")
-
-
 def test_killed_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
     config_path = write_config(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs", **OVERRIDES))
     p = plan(load_config(config_path))
     pool_file = p.evaluate["A"].path / "samples-n8.jsonl"
-    proc = start_run(config_path, tmp_path, "killed.log")
-    try:
-        wait_for_lines(pool_file, 6, proc, timeout_s=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    written = pool_file.read_text().splitlines()
-    written_ids = {json.loads(line)["id"] for line in written if line.endswith("}")}
+    written = kill_once_written(config_path, tmp_path, pool_file, 6)
+    written_ids = {json.loads(line)["id"] for line in written}
     assert 6 <= len(written_ids) < 40
     assert p.sft["A"].complete and not p.evaluate["A"].complete
 
@@ -90,7 +67,6 @@ def test_killed_evaluation_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert len(requested) == 40 - len(written_ids)  # greedy was finished before the kill
     assert not {prompts[i] for i in written_ids} & set(requested)
     # The records written before the kill are kept as they were.
-    kept = [line for line in written if line.endswith("}")]
-    assert pool_file.read_text().splitlines()[: len(kept)] == kept
+    assert pool_file.read_text().splitlines()[: len(written)] == written
     assert p.evaluate["A"].complete and p.analyze.complete
     assert len(questions) == 40
