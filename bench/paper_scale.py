@@ -14,7 +14,11 @@ mean tokens of a solution (`--solution-tokens`) and S its mean steps (`--steps-p
 Generated tokens are decoded at the tokens/s measured by bench/gpu_generation.py for the
 policy's shape at `--batch` (`--measured`), PRM reads at the prefill tokens/s measured for the
 PRM's shape; the bound columns decode at the memory-bandwidth bound and read at the chip's bf16
-peak (the full-accounting FLOPs of compute.py), the fastest any engine could go. The prompts'
+peak (the full-accounting FLOPs of compute.py), the fastest any engine could go; the
+measured_share columns decode at the share of its bound that the transformers backend reached
+in another measurement at the same batch (`--share-from`, by default the 1.1B Llama of
+bench/results/gpu_generation.json: a measured efficiency carried over to the larger shapes,
+whose decoding is more bandwidth-bound still), the PRM still reading at the peak. The prompts'
 prefill is left out (prefix caching reads each once). Shards scale linearly: the hours on G
 GPUs are the GPU hours over G, a policy's evaluation split into G / g shards of the g GPUs its
 weights and KV cache (`--batch` sequences at prompt + T) need within the config's
@@ -157,6 +161,7 @@ def policy_estimate(
     assumptions: Assumptions,
     gpu: Gpu,
     measured: dict | None,
+    share: float | None = None,
 ) -> dict:
     """One policy's tokens, paper FLOPs, GPUs per shard and GPU hours (bound and measured)."""
     shape, prm_shape = shape_of(policy.hub_id), shape_of(prm_model(config))
@@ -173,6 +178,11 @@ def policy_estimate(
         "prm_tokens_per_second": gpu.bf16_flops / read_flops_per_token(prm_shape, assumptions),
     }
     rates = {"bound": bound}
+    if share is not None:
+        rates["measured_share"] = {
+            "decode_tokens_per_second": bound["decode_tokens_per_second"] * share,
+            "prm_tokens_per_second": bound["prm_tokens_per_second"],
+        }
     if measured is not None:
         rates["measured"] = measured_rates(measured, policy.hub_id, prm_model(config), assumptions)
     return {
@@ -194,6 +204,16 @@ def policy_estimate(
             for kind, r in rates.items()
         },
     }
+
+
+def share_of_bound(measurement: dict, batch: int) -> float:
+    """The share of its decoding bound that the backend reached at `batch` in a
+    bench/gpu_generation.py measurement (of whichever model it measured)."""
+    rows = measurement.get("rows") or measurement["models"][0]["rows"]
+    by_batch = {r["batch"]: r for r in rows}
+    if batch not in by_batch:
+        raise ValueError(f"the --share-from file measured batches {sorted(by_batch)}, not {batch}")
+    return by_batch[batch]["share_of_bound"]
 
 
 def measured_rates(measured: dict, policy: str, prm: str, assumptions: Assumptions) -> dict:
@@ -241,6 +261,7 @@ def estimate(
     assumptions: Assumptions,
     gpu: Gpu,
     measured: dict | None,
+    share: float | None = None,
 ) -> dict:
     if assumptions.solution_tokens > config.generation.max_new_tokens:
         raise ValueError(
@@ -249,7 +270,8 @@ def estimate(
         )
     stores = store_tokens(config, questions, searched, assumptions)
     policies = [
-        policy_estimate(config, p, stores, assumptions, gpu, measured) for p in config.policies
+        policy_estimate(config, p, stores, assumptions, gpu, measured, share)
+        for p in config.policies
     ]
     too_few = [p["policy"] for p in policies if p["gpus_per_shard"] > min(GPU_COUNTS)]
     if too_few:
@@ -260,6 +282,7 @@ def estimate(
         "assumptions": vars(assumptions),
         "gpu": vars(gpu),
         "measured": measured is not None,
+        "share_of_bound": share,
         "policies": policies,
         "runs": [hours_on(policies, g) for g in GPU_COUNTS],
     }
@@ -322,6 +345,12 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--questions", type=int, help="instead of the eval splits' sizes")
+    parser.add_argument(
+        "--share-from",
+        default=str(REPO / "bench" / "results" / "gpu_generation.json"),
+        help="a measurement whose share of the decoding bound at --batch scales the bound "
+        "(the measured_share rates); '' for none",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "paper_scale.json"))
     args = parser.parse_args()
     try:
@@ -339,14 +368,19 @@ def main() -> None:
         assumptions = Assumptions(
             args.solution_tokens, args.steps_per_solution, args.prompt_tokens, args.batch
         )
+        share = None
+        if args.share_from:
+            measurement = json.loads(Path(args.share_from).read_text())
+            share = share_of_bound(measurement, args.batch)
         result = estimate(
-            config, questions, searched, assumptions, gpu_from(measured, args.gpu), measured
+            config, questions, searched, assumptions, gpu_from(measured, args.gpu), measured, share
         )
     except (ConfigError, OSError, ValueError) as error:
         print(f"paper_scale: {error}", file=sys.stderr)
         sys.exit(2)
     result["config"] = os.path.relpath(args.config, REPO)
     result["measured_file"] = args.measured and os.path.relpath(args.measured, REPO)
+    result["share_from"] = args.share_from and os.path.relpath(args.share_from, REPO)
     print(table(result))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -159,3 +159,20 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys, ar
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_measured_share_of_the_bound_slows_decoding_only():
+    config = small_config()
+    share = paper_scale.share_of_bound(
+        {"rows": [{"batch": 64, "share_of_bound": 0.5}, {"batch": 256, "share_of_bound": 0.25}]},
+        256,
+    )
+    assert share == 0.25
+    gpu = paper_scale.gpu_from(MEASURED, "")
+    result = paper_scale.estimate(config, 10, 4, Assumptions(100, 4, 128, 256), gpu, None, share)
+    small = result["policies"][0]
+    bound, slowed = small["rates"]["bound"], small["rates"]["measured_share"]
+    assert slowed["decode_tokens_per_second"] == bound["decode_tokens_per_second"] * 0.25
+    assert slowed["prm_tokens_per_second"] == bound["prm_tokens_per_second"]
+    with pytest.raises(ValueError, match="not 128"):
+        paper_scale.share_of_bound({"rows": [{"batch": 256, "share_of_bound": 0.2}]}, 128)
