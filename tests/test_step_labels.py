@@ -12,12 +12,15 @@ from inferscale.data.records import Problem
 from inferscale.data.step_labels import (
     StepLabelled,
     from_math_shepherd,
+    label_pending,
     label_solutions,
     read_step_labels,
+    stored_labels,
     write_step_labels,
 )
 from inferscale.data.steps import StepFormat
 from inferscale.generation.base import Completion, Request, Sample
+from inferscale.results import ResultStore
 
 FMT = StepFormat()
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
@@ -256,3 +259,30 @@ def test_progress_counts_the_solution_requests_then_the_rollout_requests():
     assert [len(call) for call in policy.calls] == [1, 1, 2, 2, 2]
     assert solutions == ("solutions", 2, "question", [1, 1])
     assert rollouts == ("rollouts", 6, "prefix", [2, 2, 2])
+
+
+def test_labels_gathered_per_question_resume_and_equal_one_call(tmp_path):
+    whole = label(ScriptedPolicy())
+    store = ResultStore(tmp_path / "labels-by-question.jsonl")
+    calls: list[list[str]] = []
+
+    def in_calls(problems):
+        calls.append([p.id for p in problems])
+        return label(ScriptedPolicy(), problems)
+
+    # A first run labels q0 and dies; the next labels q1 alone.
+    assert label_pending(PROBLEMS[:1], store, in_calls, 1) == {"written": 0, "generated": 1}
+    assert label_pending(PROBLEMS, store, in_calls, 1) == {"written": 1, "generated": 1}
+    assert calls == [["q0"], ["q1"]]
+    assert stored_labels(store, PROBLEMS) == whole
+    # Stored in another order, read back in the problems' order.
+    again = ResultStore(tmp_path / "reversed.jsonl")
+    label_pending(PROBLEMS[::-1], again, in_calls, 2)
+    assert stored_labels(again, PROBLEMS) == whole
+
+
+def test_labels_missing_a_question_are_refused(tmp_path):
+    store = ResultStore(tmp_path / "labels-by-question.jsonl")
+    label_pending(PROBLEMS[:1], store, lambda ps: label(ScriptedPolicy(), ps), 4)
+    with pytest.raises(RuntimeError, match="lacks the step labels of 1 question"):
+        stored_labels(store, PROBLEMS)

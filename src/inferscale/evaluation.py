@@ -451,6 +451,11 @@ class IncompleteResults(RuntimeError):
     pass
 
 
+def searched_ids(problems: list[Problem], plan: EvaluationPlan) -> set[str]:
+    """The questions the tree searches run on: the first `search_limit` of the evaluation's."""
+    return {p.id for p in problems[: plan.search_limit]}
+
+
 def evaluate_policy(
     problems: list[Problem],
     out_dir: Path,
@@ -467,10 +472,53 @@ def evaluate_policy(
     The backend and the scorer are opened only if something is left for them to do; each
     store's questions are counted by a `progress(store, total, done)` of its own.
     """
-    kinds = {s: STRATEGIES[s].kind for s in plan.strategies}
-    pool_strategies = [s for s in plan.strategies if kinds[s] == "pool"]
-    tree_strategies = [s for s in plan.strategies if kinds[s] == "tree"]
-    needs_scores = any(STRATEGIES[s].needs_prm for s in pool_strategies)
+    search_ids = searched_ids(problems, plan)
+    generate_missing(
+        problems,
+        search_ids,
+        plan,
+        lambda name: ResultStore(store_path(out_dir, name)),
+        open_backend,
+        open_scorer,
+        log,
+        progress,
+    )
+    return score_stores(problems, search_ids, out_dir, plan)
+
+
+def _kinds(plan: EvaluationPlan) -> tuple[list[str], list[str], bool]:
+    """The plan's pool strategies, its tree searches, and whether the pool needs PRM scores."""
+    pool = [s for s in plan.strategies if STRATEGIES[s].kind == "pool"]
+    tree = [s for s in plan.strategies if STRATEGIES[s].kind == "tree"]
+    return pool, tree, any(STRATEGIES[s].needs_prm for s in pool)
+
+
+def _records(store: ResultStore, wanted: set[str], order: dict[str, int]) -> list[dict]:
+    """The store's records of the `wanted` questions, in the questions' order (so a question
+    done again after damage counts as in an uninterrupted run), all of them."""
+    records = [r for r in store.read() if r["id"] in wanted]
+    if len(records) != len(wanted):
+        raise IncompleteResults(
+            f"{store.path} holds {len(records)} of its {len(wanted)} questions after generation; "
+            "run the stage again to generate the missing ones"
+        )
+    return sorted(records, key=lambda r: order[r["id"]])
+
+
+def generate_missing(
+    problems: list[Problem],
+    search_ids: set[str],
+    plan: EvaluationPlan,
+    open_store: Callable[[str], ResultStore],
+    open_backend: Callable[[], Backend],
+    open_scorer: Callable[[], Scorer] | None = None,
+    log: Callable[[str], None] = print,
+    progress: Progress = no_progress,
+) -> dict[str, dict[str, int]]:
+    """Generate, score and search what the stores (`open_store(name)`) lack for `problems`, the
+    tree searches on those in `search_ids` only; returns, per store, the questions it already
+    held ("written") and those generated now ("generated")."""
+    pool_strategies, tree_strategies, needs_scores = _kinds(plan)
     if (needs_scores or tree_strategies) and (open_scorer is None or plan.prm_cost is None):
         raise ValueError(f"strategies {plan.strategies} need a PRM scorer and its cost")
     if tree_strategies and plan.search is None:
@@ -481,9 +529,10 @@ def evaluate_policy(
     if pool_strategies:
         jobs.append((pool_store(pool_size), pool_size, False))
     ids = {p.id for p in problems}
-    search_problems = problems[: plan.search_limit]
-    search_ids = {p.id for p in search_problems}
+    search_problems = [p for p in problems if p.id in search_ids]
+    order = {p.id: i for i, p in enumerate(problems)}
     opened: dict[str, object] = {}
+    counts: dict[str, dict[str, int]] = {}
 
     def backend() -> Backend:
         if "backend" not in opened:
@@ -495,24 +544,15 @@ def evaluate_policy(
             opened["scorer"] = open_scorer()  # type: ignore[misc]
         return opened["scorer"]  # type: ignore[return-value]
 
-    order = {p.id: i for i, p in enumerate(problems)}
-
-    def read(name: str, wanted: set[str] = ids) -> list[dict]:
-        """The store's records of the `wanted` questions, in the questions' order (so a
-        question done again after damage counts as in an uninterrupted run), all of them."""
-        path = store_path(out_dir, name)
-        records = [r for r in ResultStore(path).read() if r["id"] in wanted]
-        if len(records) != len(wanted):
-            raise IncompleteResults(
-                f"{path} holds {len(records)} of its {len(wanted)} questions after generation; "
-                "run the stage again to generate the missing ones"
-            )
-        return sorted(records, key=lambda r: order[r["id"]])
+    def pending(name: str, store: ResultStore, questions: list[Problem]) -> int:
+        written = len(store.done_ids() & {p.id for p in questions})
+        counts[name] = {"written": written, "generated": len(questions) - written}
+        return len(questions) - written
 
     try:
         for name, n, greedy in jobs:
-            store = ResultStore(store_path(out_dir, name))
-            todo = len(problems) - len(store.done_ids() & ids)
+            store = open_store(name)
+            todo = pending(name, store, problems)
             if todo:
                 log(
                     f"{name}: {todo} questions to generate ({len(problems) - todo} already written)"
@@ -521,20 +561,21 @@ def evaluate_policy(
                 with progress(name, len(problems), len(problems) - todo) as advance:
                     run_samples(problems, store, model, plan.fmt, plan.sampling, n, greedy, advance)
         if needs_scores:
-            store = ResultStore(store_path(out_dir, pool_prm_store(pool_size)))
-            todo = len(problems) - len(store.done_ids() & ids)
+            name = pool_prm_store(pool_size)
+            store = open_store(name)
+            todo = pending(name, store, problems)
             if todo:
                 log(f"{pool_store(pool_size)}: {todo} questions' samples to score with the PRM")
-                records = {r["id"]: r for r in read(pool_store(pool_size))}
-                name = pool_prm_store(pool_size)
+                pool = _records(open_store(pool_store(pool_size)), ids, order)
+                records = {r["id"]: r for r in pool}
                 with progress(name, len(problems), len(problems) - todo) as advance:
                     batch_size = plan.sampling.batch_size
                     score_pool(problems, records, store, scorer(), plan.fmt, batch_size, advance)
         for strategy in tree_strategies:
             for budget in plan.search_budgets[strategy]:
                 name = tree_store(strategy, budget)
-                store = ResultStore(store_path(out_dir, name))
-                todo = len(search_problems) - len(store.done_ids() & search_ids)
+                store = open_store(name)
+                todo = pending(name, store, search_problems)
                 if not todo:
                     continue
                 log(f"{name}: {todo} questions to search")
@@ -563,6 +604,20 @@ def evaluate_policy(
     finally:
         for thing in opened.values():
             thing.close()  # type: ignore[attr-defined]
+    return counts
+
+
+def score_stores(
+    problems: list[Problem], search_ids: set[str], out_dir: Path, plan: EvaluationPlan
+) -> dict:
+    """Every strategy's and budget's scores and points from out_dir's complete stores."""
+    pool_strategies, tree_strategies, needs_scores = _kinds(plan)
+    pool_size = plan.budgets[-1]
+    ids = {p.id for p in problems}
+    order = {p.id: i for i, p in enumerate(problems)}
+
+    def read(name: str, wanted: set[str] = ids) -> list[dict]:
+        return _records(ResultStore(store_path(out_dir, name)), wanted, order)
 
     scores: list[QuestionScore] = []
     result: dict = {}

@@ -9,7 +9,7 @@ from inferscale.artifacts import StageArtifact
 from inferscale.config import ExperimentConfig
 from inferscale.data.prepare import TEST_FILE
 from inferscale.evaluation import planned_stores, store_path
-from inferscale.results import ResultStore
+from inferscale.shards import written_ids
 from inferscale.stages import Plan
 
 # A Python upgrade or a shared module changes many modules' hashes: name a few.
@@ -97,9 +97,7 @@ def evaluation_progress(config: ExperimentConfig, plan: Plan, artifact: StageArt
     stores = planned_stores(cfg.strategies, cfg.pool_size, cfg.search.budgets, questions, searched)
     parts, written, total = [], 0, 0
     for name, wanted in stores.items():
-        path = store_path(artifact.path, name)
-        done = len(ResultStore(path).done_ids()) if path.is_file() else 0
-        done = min(done, wanted)
+        done = min(len(written_ids(artifact.path, store_path(artifact.path, name).name)), wanted)
         written, total = written + done, total + wanted
         parts.append(f"{name} {done}/{wanted}")
     return f"{written}/{total} questions written ({', '.join(parts)})"

@@ -41,10 +41,15 @@ def _record(line: bytes) -> dict | None:
 
 
 class ResultStore:
-    def __init__(self, path: str | Path):
+    """A store file with one writer. With `base`, a read-only store whose records count as this
+    one's (a shard's view of the stage's merged store): they are read, and not written again."""
+
+    def __init__(self, path: str | Path, base: str | Path | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.base = ResultStore(base) if base is not None else None
         self._ids: set[str] | None = None  # this writer's view, once it has read the file
+        self._base_ids: set[str] = set()
 
     def scan(self) -> Scan:
         scan = Scan()
@@ -76,8 +81,12 @@ class ResultStore:
         return scan
 
     def read(self) -> list[dict]:
-        """One record per question id, in the order they were written."""
-        return self.scan().records
+        """One record per question id, in the order they were written (the base's first)."""
+        if self.base is None:
+            return self.scan().records
+        records = self.base.read()
+        ids = {r["id"] for r in records}
+        return records + [r for r in self.scan().records if r["id"] not in ids]
 
     def done_ids(self) -> set[str]:
         return {r["id"] for r in self.read()}
@@ -86,9 +95,11 @@ class ResultStore:
         """Write the records whose ids the store does not hold yet; return those written."""
         if self._ids is None or self._tail_is_cut():
             self._ids = self._repair()
+            self._base_ids = self.base.done_ids() if self.base is not None else set()
+        known = self._ids | self._base_ids
         fresh, ids = [], set()
         for r in records:
-            if r["id"] not in self._ids and r["id"] not in ids:
+            if r["id"] not in known and r["id"] not in ids:
                 fresh.append(r)
                 ids.add(r["id"])
         if fresh:
@@ -98,6 +109,17 @@ class ResultStore:
                 os.fsync(f.fileno())
             self._ids |= ids
         return fresh
+
+    def replace(self, records: list[dict]) -> None:
+        """Make the file hold exactly `records`, atomically (damaged lines set aside first)."""
+        self._repair()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+        self._ids = {r["id"] for r in records}
 
     def _tail_is_cut(self) -> bool:
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from inferscale.data.steps import StepFormat
 from inferscale.generation.base import Backend, Completion, Request
 from inferscale.grading import extract_answer, is_equivalent
 from inferscale.progress import Advance, Progress, no_progress
+from inferscale.results import ResultStore
 from inferscale.seeds import derived_seed
 
 if TYPE_CHECKING:  # the adapters import `datasets`, which the PRM's processes do not need
@@ -162,6 +163,41 @@ def label_solutions(
                 )
             )
     return labelled
+
+
+def label_pending(
+    problems: Sequence[Problem],
+    store: ResultStore,
+    label: Callable[[list[Problem]], list[StepLabelled]],
+    questions_per_call: int,
+    advance: Advance | None = None,
+) -> dict[str, int]:
+    """Label the problems the store (one record per question: its labelled solutions) does not
+    hold yet, `questions_per_call` at a time, each call's questions stored as it returns;
+    returns how many questions the store held and how many were labelled now."""
+    done = store.done_ids()
+    pending = [p for p in problems if p.id not in done]
+    for i in range(0, len(pending), questions_per_call):
+        chunk = pending[i : i + questions_per_call]
+        solutions: dict[str, list[dict]] = {p.id: [] for p in chunk}
+        for record in label(chunk):
+            solutions[record.question_id].append(asdict(record))
+        store.append([{"id": p.id, "solutions": solutions[p.id]} for p in chunk])
+        if advance is not None:
+            advance(len(chunk))
+    return {"written": len(problems) - len(pending), "generated": len(pending)}
+
+
+def stored_labels(store: ResultStore, problems: Sequence[Problem]) -> list[StepLabelled]:
+    """Every problem's labelled solutions from the store, in the problems' order."""
+    by_id = {r["id"]: r["solutions"] for r in store.read()}
+    missing = [p.id for p in problems if p.id not in by_id]
+    if missing:
+        raise RuntimeError(
+            f"{store.path} lacks the step labels of {len(missing)} question(s) (first "
+            f"{missing[0]}); run the stage again to label them"
+        )
+    return [StepLabelled(**s) for p in problems for s in by_id[p.id]]
 
 
 def _final_answer(steps: list[str], fmt: StepFormat) -> str | None:
