@@ -29,6 +29,13 @@ $(VLLM_STAMP): $(STAMP)
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
 
+RAY_STAMP := $(VENV)/.ray
+
+# Sharded evaluation and labelling (execution.engine: ray): the tests start a local Ray.
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[test,ray]"
+	touch $(RAY_STAMP)
+
 run: $(STAMP)
 	$(BIN)/inferscale run $(CONFIG)
 
@@ -47,22 +54,23 @@ browser:
 		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
 			-y -qq --no-install-recommends chromium chromium-driver >/dev/null)
 
-test: $(VLLM_STAMP) browser
+test: $(VLLM_STAMP) $(RAY_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # The inner loop: every test not marked slow (no training, no whole pipeline).
-test-fast: $(VLLM_STAMP) browser
+test-fast: $(VLLM_STAMP) $(RAY_STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # rerun_overhead runs the experiment twice in a temporary directory; search_speed needs the
 # experiment's checkpoints, so the experiment is run (or found finished) here first.
-bench: $(VLLM_STAMP)
+bench: $(VLLM_STAMP) $(RAY_STAMP)
 	$(BIN)/python bench/rerun_overhead.py --config $(CONFIG)
 	$(BIN)/inferscale run $(CONFIG)
 	$(BIN)/python bench/search_speed.py --config $(CONFIG)
 	$(BIN)/python bench/search_speed.py --config $(CONFIG) --backend vllm \
 		--out bench/results/search_speed_vllm.json
 	$(BIN)/python bench/backend_throughput.py --config $(CONFIG)
+	$(BIN)/python bench/ray_shards.py --config $(CONFIG)
 	$(BIN)/python bench/analyze_refresh.py --config $(CONFIG)
 	$(BIN)/python bench/hostile_grading.py
 	$(BIN)/python bench/fault_injection.py

@@ -188,6 +188,19 @@ def deepspeed_file(id: str, content, *says: str):
     )
 
 
+def ray_not_installed(tmp: Path, mp: pytest.MonkeyPatch) -> Path:
+    """The Ray engine where neither Ray nor prefect-ray can be imported."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    mp.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("ray", "prefect_ray") else find_spec(name, *a),
+    )
+    return write(tmp, apply(default_raw(tmp), {"execution": {"engine": "ray"}}))
+
+
 CONFIG_CASES = [
     # Unknown keys: named by their dotted path, with the key meant when the spelling is close.
     edit("unknown-top-level-key", {"learning_rate": 1e-3}, "learning_rate: unknown key"),
@@ -566,6 +579,30 @@ CONFIG_CASES = [
         "zero9.json does not exist",
         commands=("validate", "run", "status"),
     ),
+    # Where the run's shards go.
+    edit(
+        "ray-address-not-an-address",
+        {"execution": {"engine": "ray", "ray": {"address": "http://head:8265"}}},
+        "execution.ray.address",
+        "ray://HEAD:10001",
+    ),
+    edit("ray-no-shards", {"execution.ray.shards": 0}, "execution.ray.shards"),
+    edit(
+        "ray-shard-gpus-beside-cpu-generation",
+        {"execution": {"engine": "ray", "ray": {"num_gpus_per_shard": 1}}},
+        "execution.ray.num_gpus_per_shard",
+        "generation.device: cpu",
+    ),
+    edit(
+        "ray-shard-gpus-unlike-tensor-parallel",
+        {
+            "execution": {"engine": "ray", "ray": {"num_gpus_per_shard": 2}},
+            "generation.backend": "vllm",
+        },
+        "execution.ray.num_gpus_per_shard",
+        "tensor_parallel_size = 1",
+    ),
+    Case("ray-not-installed", ray_not_installed, ("execution.engine:", "pip install -e '.[ray]'")),
 ]
 
 FILE_CASES = [

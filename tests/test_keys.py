@@ -278,6 +278,14 @@ TABLE: dict[str, Row] = {
     "tracking.project": speed("other", base="llemma"),
     "tracking.entity": speed("me", base="llemma"),
     "tracking.mode": speed("offline", base="llemma"),
+    # execution: where the shards run, never what they write
+    "execution.engine": speed("ray"),
+    "execution.ray.address": speed("auto"),
+    "execution.ray.shards": speed(8),
+    "execution.ray.num_cpus_per_shard": speed(4),
+    "execution.ray.num_gpus_per_shard": speed(
+        2, base="llemma", context={"execution.engine": "ray"}
+    ),
     # retries: how often a failed stage is tried again, never what it writes
     **{
         f"retries.{stage}.{field}": speed(value)

@@ -714,6 +714,37 @@ class TrackingConfig(Strict):
     mode: Literal["offline", "online", "disabled"] = "offline"
 
 
+class RayConfig(Strict):
+    """Where the shards of `evaluate` and `label_steps` run, and what each asks of Ray."""
+
+    # None: a local Ray started for the run; "auto": the cluster this machine belongs to
+    # (`ray start --head` ran here); "ray://host:10001": a cluster's head through Ray Client.
+    address: str | None = None
+    shards: Positive = 2
+    num_cpus_per_shard: Annotated[float, Field(gt=0)] = 1
+    # With the vLLM backend, a shard's engine is tensor-parallel over these GPUs.
+    num_gpus_per_shard: Annotated[float, Field(ge=0)] = 0
+
+    @field_validator("address")
+    @classmethod
+    def _ray_address(cls, v: str | None) -> str | None:
+        if v is None or v == "auto" or re.fullmatch(r"(ray://)?[\w.-]+:\d+", v):
+            return v
+        raise ValueError(
+            f"{v!r} is no Ray address: use null (a local Ray for the run), auto (the cluster "
+            "this machine belongs to), ray://HEAD:10001 (Ray Client) or HEAD:6379"
+        )
+
+
+class ExecutionConfig(Strict):
+    """How the run is carried out: in this process (`local`), or with its evaluations and step
+    labelling split into shards that run as Prefect tasks on Ray workers (`ray`). Results are
+    the same either way; results land in `output_dir`, which every worker must see."""
+
+    engine: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
+
+
 class ExperimentConfig(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     seed: Seed = 0
@@ -727,6 +758,7 @@ class ExperimentConfig(Strict):
     analysis: AnalysisConfig = AnalysisConfig()
     tracking: TrackingConfig = TrackingConfig()
     retries: RetryConfig = RetryConfig()
+    execution: ExecutionConfig = ExecutionConfig()
 
     @field_validator("policies")
     @classmethod
@@ -737,6 +769,27 @@ class ExperimentConfig(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"policy names must be unique, got {names}")
         return v
+
+    @model_validator(mode="after")
+    def _shard_devices(self) -> ExperimentConfig:
+        """A shard sees the GPUs it asks Ray for, and no other."""
+        if self.execution.engine != "ray":
+            return self
+        gpus, gen = self.execution.ray.num_gpus_per_shard, self.generation
+        if gen.backend == "vllm" and gpus and gen.vllm.tensor_parallel_size != gpus:
+            raise FieldError(
+                "execution.ray.num_gpus_per_shard",
+                f"is {gpus:g}, but each shard's vLLM engine is tensor-parallel over "
+                f"generation.vllm.tensor_parallel_size = {gen.vllm.tensor_parallel_size} GPUs; "
+                "make them equal",
+            )
+        if gen.backend == "hf" and gen.device.startswith("cuda") != (gpus > 0):
+            raise FieldError(
+                "execution.ray.num_gpus_per_shard",
+                f"is {gpus:g} with generation.device: {gen.device}; give each shard GPUs "
+                "(e.g. 1) to generate on cuda, or none to generate on the cpu",
+            )
+        return self
 
     @model_validator(mode="after")
     def _nominal_sizes(self) -> ExperimentConfig:
@@ -1257,6 +1310,21 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     return parse_config(raw, source=config_source(str(path), overrides), base_dir=path.parent)
 
 
+def _check_engine(config: ExperimentConfig, source: str) -> None:
+    import importlib.util
+
+    if config.execution.engine != "ray":
+        return
+    missing = [m for m in ("ray", "prefect_ray") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise refuse(
+            source,
+            "execution.engine",
+            f"is 'ray', but {' and '.join(missing)} cannot be imported here; install the extra "
+            "(pip install -e '.[ray]') or set execution.engine: local",
+        )
+
+
 def check_run_inputs(config: ExperimentConfig, source: str) -> None:
     """What a run reads and writes besides the config, checked before any work: the output
     folder can be written, and every local dataset file reads and has enough rows.
@@ -1265,6 +1333,7 @@ def check_run_inputs(config: ExperimentConfig, source: str) -> None:
     """
     _check_output_dir(config, source)
     _check_checkpoints(config, source)
+    _check_engine(config, source)
     from inferscale.data.adapters import load_problems, load_step_labels
     from inferscale.data.files import DatasetFileError, is_local_file
 

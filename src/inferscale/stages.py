@@ -61,11 +61,12 @@ EVALUATION_SPEED_SETTINGS = {
 PRM_SPEED_SETTINGS = frozenset({"batch_size", "cache_bytes"})
 GIVEN_PRM_SETTINGS = frozenset({"checkpoint", "revision", "format"})
 TRAINING_SPEED_SETTINGS = frozenset({"hostfile", "logging_steps"})
-# Whole sections about how a run is carried out (retried, tracked), never what a stage computes.
+# Whole sections about how a run is carried out (retried, tracked, where it runs), never what a
+# stage computes.
 # The W&B Report spec that analyze leaves names a project only when its run got online, which
 # a run settles as it starts (offline when W&B cannot be reached): keyed on tracking, the run
 # would compute another key than `status` and `summary` do from the file.
-RUN_SECTIONS = frozenset({"retries", "tracking"})
+RUN_SECTIONS = frozenset({"execution", "retries", "tracking"})
 SAMPLING = {"temperature", "top_p"}
 
 

@@ -11,11 +11,16 @@ flow runs one stage alone from finished inputs.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 from prefect import flow
+from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import State
 
-from inferscale.config import parse_config
+from inferscale.config import ExperimentConfig, parse_config
+from inferscale.ray_engine import hold_ray
 from inferscale.single_stage import selected_steps, selection_problem
 from inferscale.stages import plan, run_root, stages_to_refresh
 from inferscale.tasks.analyze import analyze_task
@@ -73,12 +78,24 @@ def experiment_flow(
         refresh = []
     ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
     if only is not None or policy is not None:
-        return _run_only(ctx, config_path, only, policy, refresh or [])
+        with _engine(config):
+            return _run_only(ctx, config_path, only, policy, refresh or [])
     # Up front, so that a refresh that fails half-way leaves no stale downstream result marked
     # finished: each refreshed artifact counts as unfinished until its task has redone it.
     for artifact in ctx.plan.all():
         if artifact.stage in ctx.refresh:
             artifact.invalidate()
+    with _engine(config):
+        return _run_all(ctx)
+
+
+def _engine(config: ExperimentConfig) -> AbstractContextManager:
+    """With Ray, the Ray a stage starts serves the rest of the run."""
+    return hold_ray() if config.execution.engine == "ray" else nullcontext()
+
+
+def _run_all(ctx: RunContext) -> str:
+    config = ctx.config
     data_dir = with_retries(prepare_data_task, config)(ctx)
     failed: dict[str, BaseException | str] = {}
     models: dict[str, str] = {}
@@ -96,22 +113,36 @@ def experiment_flow(
         prm_dir, prm_summary = config.prm.checkpoint, _measure_prm(ctx, failed)
     elif config.prm is not None:
         prm_dir = prm_summary = _train_prm(ctx, models, data_dir, failed)
-    evaluations: dict[str, str] = {}
+    evaluate = with_retries(evaluate_task, config)
+    # On Ray the policies' evaluations run at once: their shards share the cluster.
+    concurrent = config.execution.engine == "ray"
+    runs: dict[str, State | PrefectFuture] = {}
     for policy in config.policies:
         if policy.name not in models:
             continue
         if config.evaluation.needs_prm and prm_dir is None:
             failed[f"evaluate-{policy.name}"] = "not run: its strategies need the PRM"
             continue
-        state = with_retries(evaluate_task, config)(
-            ctx, policy, models[policy.name], data_dir, prm_dir, return_state=True
+        args = (ctx, policy, models[policy.name], data_dir, prm_dir)
+        runs[policy.name] = (
+            evaluate.submit(*args) if concurrent else evaluate(*args, return_state=True)
         )
+    evaluations: dict[str, str] = {}
+    for name, run in runs.items():
+        state = _final_state(run)
         if state.is_failed():
-            failed[f"evaluate-{policy.name}"] = state.result(raise_on_failure=False)
-            continue
-        evaluations[policy.name] = state.result()
+            failed[f"evaluate-{name}"] = state.result(raise_on_failure=False)
+        else:
+            evaluations[name] = state.result()
     _raise_if_failed(failed)
     return with_retries(analyze_task, config)(ctx, evaluations, prm_summary)
+
+
+def _final_state(run: State | PrefectFuture) -> State:
+    if isinstance(run, PrefectFuture):
+        run.wait()
+        return run.state
+    return run
 
 
 def _measure_prm(ctx: RunContext, failed: dict[str, BaseException | str]) -> str | None:

@@ -14,14 +14,26 @@ from inferscale.compute import ModelCost, count_parameters, reward_head_cost
 from inferscale.config import ExperimentConfig, PolicyConfig
 from inferscale.data.prepare import TEST_FILE
 from inferscale.data.prompting import policy_format
-from inferscale.data.records import read_problems
+from inferscale.data.records import Problem, read_problems
 from inferscale.data.steps import StepFormat
-from inferscale.evaluation import SEARCHED, EvaluationPlan, SamplingSettings, evaluate_policy
+from inferscale.evaluation import (
+    SEARCHED,
+    EvaluationPlan,
+    SamplingSettings,
+    evaluate_policy,
+    generate_missing,
+    planned_stores,
+    searched_ids,
+    store_path,
+)
 from inferscale.generation.backends import load_backend
 from inferscale.progress import stage_progress
+from inferscale.ray_engine import run_shards, set_shard_threads, shard_options, shard_runner
+from inferscale.results import ResultStore
 from inferscale.scores import EvaluationMetrics, write_evaluation
 from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import SearchSettings
+from inferscale.shards import assign, merge_shards, record_attempt, shard_store
 from inferscale.tasks import given_models
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.given_models import policy_dir
@@ -56,21 +68,20 @@ def search_settings(config: ExperimentConfig, fmt: StepFormat) -> SearchSettings
     )
 
 
-@task(name="evaluate", task_run_name="evaluate-{policy.name}", cache_policy=NO_CACHE)
-@stage_body
-def evaluate_task(
-    ctx: RunContext, policy: PolicyConfig, model_dir: str, data_dir: str, prm_dir: str | None
-) -> str:
-    artifact = ctx.plan.evaluate[policy.name]
-    if ctx.reuse(artifact, resumable=True):
-        return str(artifact.path)
-    logger = get_run_logger()
-    cfg, gen = ctx.config.evaluation, ctx.config.generation
+def evaluation_inputs(
+    config: ExperimentConfig,
+    policy: PolicyConfig,
+    model_dir: str,
+    data_dir: str,
+    prm_dir: str | None,
+) -> tuple[list[Problem], EvaluationPlan, str, str | None]:
+    """The questions a policy is evaluated on, its plan, and where its model and PRM load from."""
+    cfg, gen = config.evaluation, config.generation
     problems = read_problems(Path(data_dir) / TEST_FILE)[: cfg.limit]
     model_dir = policy_dir(policy, model_dir)
-    prm_dir = given_models.prm_dir(ctx.config, prm_dir) if prm_dir is not None else None
+    prm_dir = given_models.prm_dir(config, prm_dir) if prm_dir is not None else None
     model_config = AutoConfig.from_pretrained(model_dir)
-    fmt = policy_format(ctx.config.data.format, AutoTokenizer.from_pretrained(model_dir))
+    fmt = policy_format(config.data.format, AutoTokenizer.from_pretrained(model_dir))
     plan = EvaluationPlan(
         fmt=fmt,
         strategies=cfg.strategies,
@@ -85,12 +96,133 @@ def evaluate_task(
         cost=ModelCost.from_config(model_config, nominal=policy.nominal_params),
         paper_params=cfg.flops.paper_params,
         aggregation=cfg.aggregation,
-        search=search_settings(ctx.config, fmt),
+        search=search_settings(config, fmt),
         search_budgets={s: cfg.search.budgets[s] for s in cfg.tree_strategies},
         search_limit=cfg.search.limit,
-        prm_cost=prm_cost(ctx.config, prm_dir) if prm_dir else None,
+        prm_cost=prm_cost(config, prm_dir) if prm_dir else None,
     )
+    return problems, plan, model_dir, prm_dir
+
+
+@task(
+    name="evaluate-shard",
+    task_run_name="evaluate-{policy.name}-shard-{shard}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def evaluate_shard_task(
+    config: ExperimentConfig,
+    policy: PolicyConfig,
+    model_dir: str,
+    data_dir: str,
+    prm_dir: str | None,
+    stage_dir: str,
+    shard: int,
+    ids: list[str],
+) -> dict[str, dict[str, int]]:
+    """Generate what the stage's stores lack for the questions `ids`, into the shard's own
+    stores; returns, per store, the questions already written and those generated now."""
+    logger = get_run_logger()
+    out = Path(stage_dir)
+    problems, plan, model_dir, prm_dir = evaluation_inputs(
+        config, policy, model_dir, data_dir, prm_dir
+    )
+    search_ids = searched_ids(problems, plan)
+    mine = set(ids)
+    problems = [p for p in problems if p.id in mine]
+    attempt = record_attempt(out, shard, "started", questions=len(problems))
+    set_shard_threads(config)
+    counts = generate_missing(
+        problems,
+        search_ids & mine,
+        plan,
+        lambda name: shard_store(out, shard, store_path(out, name).name),
+        lambda: load_backend(config.generation, model_dir),
+        (lambda: open_prm(config, prm_dir)) if prm_dir else None,
+        log=lambda msg: logger.info("%s shard %d: %s", policy.name, shard, msg),
+        progress=stage_progress(f"evaluate-{policy.name}-shard-{shard}"),
+    )
+    record_attempt(out, shard, "finished", stores=counts)
+    logger.info("%s shard %d done (attempt %d)", policy.name, shard, attempt)
+    return counts
+
+
+def generate_on_shards(
+    ctx: RunContext,
+    policy: PolicyConfig,
+    model_dir: str,
+    data_dir: str,
+    prm_dir: str | None,
+    problems: list[Problem],
+    plan: EvaluationPlan,
+) -> None:
+    """The questions that some store of the stage still lacks, dealt to shards that run on Ray;
+    their records folded into the stage's stores."""
+    logger = get_run_logger()
+    out = ctx.plan.evaluate[policy.name].path
+    order = [p.id for p in problems]
+    merge_shards(out, order)  # what an earlier run's shards wrote
+    search_ids = searched_ids(problems, plan)
+    stores = planned_stores(
+        plan.strategies, plan.budgets[-1], plan.search_budgets, len(problems), len(search_ids)
+    )
+    # A store holds the first `count` questions once done: all of them, or the searched ones.
+    lacking = set()
+    for name, count in stores.items():
+        lacking |= set(order[:count]) - ResultStore(store_path(out, name)).done_ids()
+    pending = [qid for qid in order if qid in lacking]
+    if not pending:
+        return
+    shards = assign(pending, ctx.config.execution.ray.shards)
+    logger.info(
+        "%s: %d questions to do, on %d shard(s) of Ray", policy.name, len(pending), len(shards)
+    )
+    parameters = [
+        {
+            "config": ctx.config,
+            "policy": policy,
+            "model_dir": model_dir,
+            "data_dir": data_dir,
+            "prm_dir": prm_dir,
+            "stage_dir": str(out),
+            "shard": k,
+            "ids": ids,
+        }
+        for k, ids in enumerate(shards)
+    ]
+    try:
+        with shard_runner(ctx.config) as runner:
+            run_shards(
+                runner,
+                evaluate_shard_task,
+                parameters,
+                shard_options(ctx.config),
+                ctx.config.retries.evaluate.count,
+                lambda msg: logger.warning("%s %s", policy.name, msg),
+            )
+    finally:
+        merge_shards(out, order)
+
+
+@task(name="evaluate", task_run_name="evaluate-{policy.name}", cache_policy=NO_CACHE)
+@stage_body
+def evaluate_task(
+    ctx: RunContext, policy: PolicyConfig, model_dir: str, data_dir: str, prm_dir: str | None
+) -> str:
+    artifact = ctx.plan.evaluate[policy.name]
+    if ctx.reuse(artifact, resumable=True):
+        return str(artifact.path)
+    logger = get_run_logger()
+    cfg, gen = ctx.config.evaluation, ctx.config.generation
+    given_model, given_prm = model_dir, prm_dir
+    problems, plan, model_dir, prm_dir = evaluation_inputs(
+        ctx.config, policy, model_dir, data_dir, prm_dir
+    )
+    model_config = AutoConfig.from_pretrained(model_dir)
     with Timer() as timer:
+        if ctx.config.execution.engine == "ray":
+            generate_on_shards(ctx, policy, given_model, data_dir, given_prm, problems, plan)
+        # After the shards, nothing is left to generate: this scores what they wrote.
         result = evaluate_policy(
             problems,
             artifact.path,
