@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -75,6 +76,13 @@ def local(tmp_path_factory) -> Path:
     return workdir
 
 
+def shard_runs(workdir: Path) -> list[tuple[str, str]]:
+    """The shards' task runs that the run's one Prefect API recorded: (name, state)."""
+    with sqlite3.connect(workdir / "prefect" / "prefect.db") as db:
+        rows = db.execute("SELECT name, state_type FROM task_run WHERE name LIKE '%-shard-%'")
+        return sorted(rows.fetchall())
+
+
 def sharded_copy(local: Path, workdir: Path, redo: tuple[str, ...]) -> Path:
     """The local run with the stages `redo` gone, configured to shard."""
     shutil.copytree(local / "runs", workdir / "runs")
@@ -130,6 +138,11 @@ def test_a_sharded_run_writes_the_local_runs_records_and_summary(local, tmp_path
     events = read_attempts(sharded_labels["A"] / HISTORY_FILE)
     assert sorted(e["shard"] for e in events if e["event"] == "started") == [0, 1]
     assert_same_results(local, tmp_path)
+    assert shard_runs(tmp_path) == [
+        (f"{stage}-{policy}-shard-{k}", "COMPLETED")
+        for stage, policy in (("evaluate", "A"), ("evaluate", "B"), ("label_steps", "A"))
+        for k in (0, 1)
+    ]
     for folder in artifacts(tmp_path, "evaluate").values():
         events = read_attempts(folder / HISTORY_FILE)
         assert sorted(e["shard"] for e in events if e["event"] == "started") == [0, 1]
@@ -169,5 +182,8 @@ def test_a_shard_whose_worker_dies_resumes_and_the_other_is_not_redone(local, tm
     assert pool["generated"] < 8
     assert ends[(0, 2)]["greedy"] == {"written": 8, "generated": 0}
     assert ends[(1, 1)]["samples-n4"] == {"written": 0, "generated": 8}
+    # The lost attempt is marked crashed in the run's Prefect API, its retry completed.
+    runs = [r for r in shard_runs(tmp_path) if r[0] == "evaluate-A-shard-0"]
+    assert sorted(state for _, state in runs) == ["COMPLETED", "CRASHED"]
     # And the results are still the local run's.
     assert_same_results(local, tmp_path)

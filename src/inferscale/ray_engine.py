@@ -80,8 +80,36 @@ def _new_runner(config: ExperimentConfig):
     return RayTaskRunner(init_kwargs={"address": ray_cfg.address, "runtime_env": runtime_env})
 
 
+# The stages that deal their questions to shards.
+SHARDED_STAGES = ("label_steps", "evaluate")
+# The modules a shard's task runs: a worker that imports them before its first shard arrives
+# (torch, transformers and Prefect take seconds) starts that shard at once.
+SHARD_MODULES = ("inferscale.tasks.evaluate", "inferscale.tasks.label_steps")
+
 _lock = threading.Lock()
-_state: dict[str, Any] = {"runner": None, "users": 0, "holders": 0}
+_state: dict[str, Any] = {"runner": None, "users": 0, "holders": 0, "failed": None}
+
+
+def _import_shard_modules() -> None:
+    import importlib
+
+    for module in SHARD_MODULES:
+        importlib.import_module(module)
+
+
+def _start(config: ExperimentConfig) -> Any:
+    """The run's runner, Ray started with it if it is not yet, and a worker warmed per shard.
+    Called with the lock held: a stage that needs Ray meanwhile waits for it."""
+    if _state["runner"] is None:
+        import ray
+
+        runner = _new_runner(config)
+        runner.__enter__()
+        _state["runner"] = runner
+        warm = ray.remote(**{k: v for k, v in shard_options(config).items() if k != "max_retries"})
+        for _ in range(config.execution.ray.shards):
+            warm(_import_shard_modules).remote()
+    return _state["runner"]
 
 
 def _release() -> None:
@@ -96,12 +124,11 @@ def shard_runner(config: ExperimentConfig) -> Iterator[Any]:
     running at the same time; Ray stops when the last of them is done, or with the run where
     the flow holds it (`hold_ray`)."""
     with _lock:
-        if _state["runner"] is None:
-            runner = _new_runner(config)
-            runner.__enter__()
-            _state["runner"] = runner
+        if _state["failed"] is not None:
+            failed, _state["failed"] = _state["failed"], None
+            raise failed
+        runner = _start(config)
         _state["users"] += 1
-        runner = _state["runner"]
     try:
         yield runner
     finally:
@@ -111,16 +138,24 @@ def shard_runner(config: ExperimentConfig) -> Iterator[Any]:
 
 
 @contextmanager
-def hold_ray() -> Iterator[None]:
-    """Keep a Ray that a stage starts until the block ends (the run), so that the next stage
-    does not start another; starts nothing itself."""
+def hold_ray(start: ExperimentConfig | None = None) -> Iterator[None]:
+    """Keep the Ray a stage starts until the block ends (the run), so that the next stage does
+    not start another. With a config (the run will shard a stage), start it now, its workers
+    importing the shards' code while the run gets to that stage. (Ray starts from the main
+    thread only: from another, its driver fails to reach the GCS it started.)"""
     with _lock:
         _state["holders"] += 1
+        if start is not None:
+            try:
+                _start(start)
+            except Exception as err:  # raised to the first stage that needs Ray
+                _state["failed"] = err
     try:
         yield
     finally:
         with _lock:
             _state["holders"] -= 1
+            _state["failed"] = None
             _release()
 
 

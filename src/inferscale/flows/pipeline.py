@@ -19,10 +19,10 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from inferscale.config import ExperimentConfig, parse_config
-from inferscale.ray_engine import hold_ray
+from inferscale.config import parse_config
+from inferscale.ray_engine import SHARDED_STAGES, hold_ray
 from inferscale.single_stage import selected_steps, selection_problem
-from inferscale.stages import plan, run_root, stages_to_refresh
+from inferscale.stages import STAGES, plan, run_root, stages_to_refresh
 from inferscale.tasks.analyze import analyze_task
 from inferscale.tasks.context import RunContext
 from inferscale.tasks.evaluate import evaluate_task
@@ -78,20 +78,26 @@ def experiment_flow(
         refresh = []
     ctx = RunContext(config=config, plan=plan(config), refresh=stages_to_refresh(refresh or []))
     if only is not None or policy is not None:
-        with _engine(config):
+        with _engine(ctx, {only} if only else {"evaluate"}):
             return _run_only(ctx, config_path, only, policy, refresh or [])
     # Up front, so that a refresh that fails half-way leaves no stale downstream result marked
     # finished: each refreshed artifact counts as unfinished until its task has redone it.
     for artifact in ctx.plan.all():
         if artifact.stage in ctx.refresh:
             artifact.invalidate()
-    with _engine(config):
+    with _engine(ctx, set(STAGES)):
         return _run_all(ctx)
 
 
-def _engine(config: ExperimentConfig) -> AbstractContextManager:
-    """With Ray, the Ray a stage starts serves the rest of the run."""
-    return hold_ray() if config.execution.engine == "ray" else nullcontext()
+def _engine(ctx: RunContext, stages: set[str]) -> AbstractContextManager:
+    """With Ray, one Ray serves the run: started as it begins when one of `stages` will shard
+    its work, else by the first stage that does."""
+    if ctx.config.execution.engine != "ray":
+        return nullcontext()
+    sharding = any(
+        a.stage in stages and a.stage in SHARDED_STAGES and not a.complete for a in ctx.plan.all()
+    )
+    return hold_ray(ctx.config if sharding else None)
 
 
 def _run_all(ctx: RunContext) -> str:
