@@ -21,6 +21,7 @@ from typing import Any
 
 from inferscale.config import ExperimentConfig
 from inferscale.numerics import MODE_ENV, PIN_NAMES
+from inferscale.shards import assign, merge_shards
 
 # Ray's session folder holds Unix sockets, whose paths must stay under ~107 bytes.
 LOCAL_TEMP_DIR = "/tmp/ray"
@@ -239,6 +240,37 @@ def run_shards(
             "What every shard wrote is kept; run again to resume"
         )
     return [results[i] for i in range(len(parameters))]
+
+
+def deal_to_shards(
+    config: ExperimentConfig,
+    stage_dir: Path,
+    order: list[str],
+    pending: list[str],
+    task,
+    parameters: dict,
+    retries: int,
+    logger,
+    prefix: str,
+) -> None:
+    """Deal the `pending` questions to the configured shards, each `task(**parameters,
+    stage_dir, shard, ids)` on Ray, and fold what they wrote into the stage's stores (in
+    question `order`), also when some failed. Logs to `logger`, each line after `prefix`."""
+    shards = assign(pending, config.execution.ray.shards)
+    logger.info("%s%d questions to do, on %d shard(s) of Ray", prefix, len(pending), len(shards))
+    each = [
+        {**parameters, "stage_dir": str(stage_dir), "shard": k, "ids": ids}
+        for k, ids in enumerate(shards)
+    ]
+
+    def warn(message: str) -> None:
+        logger.warning("%s%s", prefix, message)
+
+    try:
+        with shard_runner(config) as runner:
+            run_shards(runner, task, each, shard_options(config), retries, warn)
+    finally:
+        merge_shards(stage_dir, order)
 
 
 def set_shard_threads(config: ExperimentConfig) -> None:

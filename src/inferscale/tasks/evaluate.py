@@ -28,12 +28,12 @@ from inferscale.evaluation import (
 )
 from inferscale.generation.backends import load_backend
 from inferscale.progress import stage_progress
-from inferscale.ray_engine import run_shards, set_shard_threads, shard_options, shard_runner
+from inferscale.ray_engine import deal_to_shards, set_shard_threads
 from inferscale.results import ResultStore
 from inferscale.scores import EvaluationMetrics, write_evaluation
 from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import SearchSettings
-from inferscale.shards import assign, merge_shards, record_attempt, shard_store
+from inferscale.shards import merge_shards, record_attempt, shard_store
 from inferscale.tasks import given_models
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.given_models import policy_dir
@@ -173,35 +173,23 @@ def generate_on_shards(
     pending = [qid for qid in order if qid in lacking]
     if not pending:
         return
-    shards = assign(pending, ctx.config.execution.ray.shards)
-    logger.info(
-        "%s: %d questions to do, on %d shard(s) of Ray", policy.name, len(pending), len(shards)
-    )
-    parameters = [
+    deal_to_shards(
+        ctx.config,
+        out,
+        order,
+        pending,
+        evaluate_shard_task,
         {
             "config": ctx.config,
             "policy": policy,
             "model_dir": model_dir,
             "data_dir": data_dir,
             "prm_dir": prm_dir,
-            "stage_dir": str(out),
-            "shard": k,
-            "ids": ids,
-        }
-        for k, ids in enumerate(shards)
-    ]
-    try:
-        with shard_runner(ctx.config) as runner:
-            run_shards(
-                runner,
-                evaluate_shard_task,
-                parameters,
-                shard_options(ctx.config),
-                ctx.config.retries.evaluate.count,
-                lambda msg: logger.warning("%s %s", policy.name, msg),
-            )
-    finally:
-        merge_shards(out, order)
+        },
+        ctx.config.retries.evaluate.count,
+        logger,
+        f"{policy.name}: ",
+    )
 
 
 @task(name="evaluate", task_run_name="evaluate-{policy.name}", cache_policy=NO_CACHE)

@@ -21,9 +21,9 @@ from inferscale.data.step_labels import (
 )
 from inferscale.generation.backends import load_backend
 from inferscale.progress import Progress, stage_progress
-from inferscale.ray_engine import run_shards, set_shard_threads, shard_options, shard_runner
+from inferscale.ray_engine import deal_to_shards, set_shard_threads
 from inferscale.results import ResultStore
-from inferscale.shards import assign, merge_shards, record_attempt, shard_store
+from inferscale.shards import merge_shards, record_attempt, shard_store
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.given_models import policy_dir
 from inferscale.tracking.wandb_runs import finish_run, start_run
@@ -180,33 +180,23 @@ def label_on_shards(
     pending = [qid for qid in order if qid not in held]
     if not pending:
         return
-    shards = assign(pending, ctx.config.execution.ray.shards)
-    logger.info("%d questions to label, on %d shard(s) of Ray", len(pending), len(shards))
-    parameters = [
+    deal_to_shards(
+        ctx.config,
+        out,
+        order,
+        pending,
+        label_steps_shard_task,
         {
             "config": ctx.config,
             "policy": policy,
             "model_dir": model_dir,
             "completer_dir": completer_dir,
             "data_dir": data_dir,
-            "stage_dir": str(out),
-            "shard": k,
-            "ids": ids,
-        }
-        for k, ids in enumerate(shards)
-    ]
-    try:
-        with shard_runner(ctx.config) as runner:
-            run_shards(
-                runner,
-                label_steps_shard_task,
-                parameters,
-                shard_options(ctx.config),
-                ctx.config.retries.label_steps.count,
-                logger.warning,
-            )
-    finally:
-        merge_shards(out, order)
+        },
+        ctx.config.retries.label_steps.count,
+        logger,
+        "",
+    )
 
 
 @task(name="label_steps", task_run_name="label_steps-{policy.name}", cache_policy=NO_CACHE)
