@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -231,7 +230,6 @@ def run_shards(
                 lost[i] = err
                 continue
             log(f"shard {i} failed ({type(err).__name__}: {err}); retry {failures[i]} of {retries}")
-            time.sleep(1)
             running[i] = submit(i)
     if lost:
         lines = "; ".join(f"shard {i}: {type(e).__name__}: {e}" for i, e in sorted(lost.items()))
@@ -246,16 +244,22 @@ def deal_to_shards(
     config: ExperimentConfig,
     stage_dir: Path,
     order: list[str],
-    pending: list[str],
+    lacking: Callable[[], set[str]],
     task,
     parameters: dict,
     retries: int,
     logger,
     prefix: str,
 ) -> None:
-    """Deal the `pending` questions to the configured shards, each `task(**parameters,
-    stage_dir, shard, ids)` on Ray, and fold what they wrote into the stage's stores (in
-    question `order`), also when some failed. Logs to `logger`, each line after `prefix`."""
+    """Fold what an earlier run's shards wrote into the stage's stores, then deal the questions
+    some store still `lacking()` to the configured shards, each `task(**parameters, stage_dir,
+    shard, ids)` on Ray, and fold what they wrote (in question `order`), also when some failed.
+    Logs to `logger`, each line after `prefix`."""
+    merge_shards(stage_dir, order)
+    missing = lacking()
+    pending = [qid for qid in order if qid in missing]
+    if not pending:
+        return
     shards = assign(pending, config.execution.ray.shards)
     logger.info("%s%d questions to do, on %d shard(s) of Ray", prefix, len(pending), len(shards))
     each = [

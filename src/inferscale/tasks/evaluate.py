@@ -33,7 +33,7 @@ from inferscale.results import ResultStore
 from inferscale.scores import EvaluationMetrics, write_evaluation
 from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import SearchSettings
-from inferscale.shards import merge_shards, record_attempt, shard_store
+from inferscale.shards import record_attempt, shard_store
 from inferscale.tasks import given_models
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.given_models import policy_dir
@@ -161,23 +161,26 @@ def generate_on_shards(
     logger = get_run_logger()
     out = ctx.plan.evaluate[policy.name].path
     order = [p.id for p in problems]
-    merge_shards(out, order)  # what an earlier run's shards wrote
-    search_ids = searched_ids(problems, plan)
     stores = planned_stores(
-        plan.strategies, plan.budgets[-1], plan.search_budgets, len(problems), len(search_ids)
+        plan.strategies,
+        plan.budgets[-1],
+        plan.search_budgets,
+        len(problems),
+        len(searched_ids(problems, plan)),
     )
-    # A store holds the first `count` questions once done: all of them, or the searched ones.
-    lacking = set()
-    for name, count in stores.items():
-        lacking |= set(order[:count]) - ResultStore(store_path(out, name)).done_ids()
-    pending = [qid for qid in order if qid in lacking]
-    if not pending:
-        return
+
+    def lacking() -> set[str]:
+        # A store holds the first `count` questions once done: all, or the searched ones.
+        out_of = set()
+        for name, count in stores.items():
+            out_of |= set(order[:count]) - ResultStore(store_path(out, name)).done_ids()
+        return out_of
+
     deal_to_shards(
         ctx.config,
         out,
         order,
-        pending,
+        lacking,
         evaluate_shard_task,
         {
             "config": ctx.config,

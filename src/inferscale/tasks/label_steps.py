@@ -23,7 +23,7 @@ from inferscale.generation.backends import load_backend
 from inferscale.progress import Progress, stage_progress
 from inferscale.ray_engine import deal_to_shards, set_shard_threads
 from inferscale.results import ResultStore
-from inferscale.shards import merge_shards, record_attempt, shard_store
+from inferscale.shards import record_attempt, shard_store
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.given_models import policy_dir
 from inferscale.tracking.wandb_runs import finish_run, start_run
@@ -173,18 +173,18 @@ def label_on_shards(
     logger = get_run_logger()
     out = ctx.plan.label_steps.path
     order = [p.id for problems in splits.values() for p in problems]
-    merge_shards(out, order)  # what an earlier run's shards wrote
-    held = set()
-    for split in splits:
-        held |= ResultStore(out / question_store(split)).done_ids()
-    pending = [qid for qid in order if qid not in held]
-    if not pending:
-        return
+
+    def lacking() -> set[str]:
+        held = set()
+        for split in splits:
+            held |= ResultStore(out / question_store(split)).done_ids()
+        return set(order) - held
+
     deal_to_shards(
         ctx.config,
         out,
         order,
-        pending,
+        lacking,
         label_steps_shard_task,
         {
             "config": ctx.config,
