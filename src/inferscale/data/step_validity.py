@@ -146,9 +146,13 @@ def label_agreement(records: Sequence[StepLabelled], modulus: int, answer_phrase
     }
 
 
-def _checked_question(question: str, modulus: int) -> tuple[int, list[Operation]]:
+def check_modulus(modulus: int) -> None:
     if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus < 2:
         raise ValueError(f"modulus must be an integer of at least 2, got {modulus!r}")
+
+
+def _checked_question(question: str, modulus: int) -> tuple[int, list[Operation]]:
+    check_modulus(modulus)
     start, operations = parse_question(question)
     if start >= modulus:
         raise ValueError(
