@@ -21,6 +21,7 @@ from inferscale.analysis.prm_quality import (
     spread,
     threshold,
 )
+from inferscale.report.prm_quality import write_prm_quality_report
 from inferscale.scores import QuestionScore
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -183,7 +184,7 @@ def test_threshold_order_and_stay():
 
 def test_weighted_beats_majority_by_more_than_one_stderr(summary):
     c = {(c["variant"], c["policy"]): c for c in summary["weighted_vs_majority"]["comparisons"]}
-    # Two more right of ten: -0.2 against a paired stderr of sqrt(0.16/9)/... = 0.133.
+    # Two more right of ten: -0.2 against a paired stderr of 0.133.
     s = c[("noisy-0.9", "S")]
     assert s["difference"] == pytest.approx(-0.2)
     assert s["stderr"] == pytest.approx(math.sqrt((8 * 0.04 + 2 * 0.64) / 9) / math.sqrt(10))
@@ -284,3 +285,31 @@ def test_rows_for_the_csv(summary):
     )
     assert r["gain"] == pytest.approx(0.2) and r["flops"] == 4
     json.dumps(summary)
+
+
+def test_report_writes_its_files_names_every_variant_and_embeds_pngs(summary, tmp_path):
+    page = write_prm_quality_report(tmp_path, summary, title="synthetic")
+    assert page == tmp_path / "prm_quality.html"
+    for name in ("prm_quality_gain.png", "balance_temperature.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+    text = page.read_text()
+    for v in VARIANTS:
+        assert v.name in text
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 2 == text.count("<img ")
+    assert all(b64decode(i).startswith(PNG) for i in images)
+    assert (
+        "REBASE lands on the Pareto front first at an AUC of 0.900 (noisy-0.9) against exact "
+        "validity and at every higher one" in text
+    )
+    assert "holds first at an AUC of 1.000 (oracle) against exact validity" in text
+    # L's REBASE (12 FLOPs) loses 2 log2(1.2) / 8 = 0.066 to majority vote between 2 and 4
+    # samples (10 and 20 FLOPs) for every seed: called, with its sign.
+    assert "called beyond its seeds' spread: L REBASE (4 width) (-0.066)" in text
+    assert json.loads((tmp_path / "prm_quality.json").read_text()) == json.loads(
+        json.dumps(summary)
+    )
+    with (tmp_path / "prm_quality.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == CSV_COLUMNS and len(table) == len(summary["rows"])
+    assert not list(tmp_path.glob("*.tmp"))
