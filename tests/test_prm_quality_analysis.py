@@ -9,6 +9,7 @@ import json
 import math
 import re
 from base64 import b64decode
+from dataclasses import replace
 
 import pytest
 
@@ -313,3 +314,35 @@ def test_report_writes_its_files_names_every_variant_and_embeds_pngs(summary, tm
         table = list(csv.DictReader(f))
     assert tuple(table[0]) == CSV_COLUMNS and len(table) == len(summary["rows"])
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_oracle_unmeasured_against_exact_validity_counts_at_its_requested_auc():
+    oracle = variant("oracle", "oracle", None, 0.88, [1] * 8, [1] * 10)
+    oracle = replace(oracle, requested_auc=1.0)
+    learned = variant("learned-seed0", "learned", None, 0.82, [1] * 8, [1] * 10, seed=0)
+    summary = prm_quality_summary(base_scores(), {"S": 1, "L": 2}, [oracle, learned], {"q0"})
+    assert [v["auc_exact"] for v in summary["variants"]] == [1.0, None]
+    order = summary["pareto"]["threshold"]["auc_exact"]["order"]
+    assert [o["variant"] for o in order] == ["oracle"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"accounting": "tokens"}, "accounting 'tokens' is unknown; give 'paper' or 'full'"),
+        ({"params": {"S": 1, "M": 2}}, "need the base evaluation's scores of each"),
+        ({"search_ids": set()}, "no searched questions"),
+        ({"variants": VARIANTS[:1] * 2}, "repeat one"),
+        ({"params": {"S": 1}}, "variant noisy-0.7 has scores of ['L']"),
+    ],
+)
+def test_inputs_that_do_not_fit_are_named(change, message):
+    args = {
+        "base": base_scores(),
+        "params": {"S": 10, "L": 50},
+        "variants": VARIANTS[:1],
+        "search_ids": set(SEARCHED),
+        "accounting": "paper",
+    }
+    with pytest.raises(ValueError, match=re.escape(message)):
+        prm_quality_summary(**{**args, **change})

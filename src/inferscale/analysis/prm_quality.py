@@ -54,7 +54,12 @@ class PRMVariant:
     balance: dict[str, dict[float, list[QuestionScore]]]
 
     def auc(self, kind: str) -> float | None:
-        return self.heldout.get(kind)
+        """Held-out AUC against `kind`'s labels; an oracle unmeasured against exact validity
+        counts at its requested AUC."""
+        measured = self.heldout.get(kind)
+        if measured is None and kind == "auc_exact" and self.kind != "learned":
+            return self.requested_auc
+        return measured
 
     def describe(self) -> dict:
         return {
@@ -63,6 +68,7 @@ class PRMVariant:
             "labels": self.labels,
             "seed": self.seed,
             "requested_auc": self.requested_auc,
+            **{kind: self.auc(kind) for kind in AUC_KINDS},
             "heldout": self.heldout,
         }
 
@@ -141,6 +147,11 @@ def gain_over_majority(
     """error(majority vote at the strategy's FLOPs) - error(strategy), paired: positive means the
     strategy helps. `gain` is None outside majority vote's FLOPs range."""
     ids = sorted(i for i in rows if all(i in m for m in majority.values()))
+    if not ids:
+        raise ValueError(
+            "no question scored by both a strategy and every budget of majority vote: give the "
+            "base evaluation's scores of the same questions"
+        )
     chosen = [rows[i] for i in ids]
     error, stderr = error_and_stderr(chosen)
     flops = mean_cost(chosen, accounting)
@@ -323,6 +334,9 @@ def balance(variant: PRMVariant, search_ids: set[str]) -> list[dict]:
         if not sweep:
             continue
         rows = {tb: [s for s in r if s.id in search_ids] for tb, r in sorted(sweep.items())}
+        rows = {tb: r for tb, r in rows.items() if r}
+        if not rows:
+            continue
         table = []
         for tb, r in rows.items():
             error, stderr = error_and_stderr(r)
@@ -482,6 +496,34 @@ def csv_rows(variants: Sequence[PRMVariant], gains: Sequence[dict]) -> list[dict
     return rows
 
 
+def check_inputs(
+    base: dict[str, list[QuestionScore]],
+    params: dict[str, int],
+    variants: Sequence[PRMVariant],
+    search_ids: set[str],
+    accounting: str,
+) -> None:
+    if accounting not in ("paper", "full"):
+        raise ValueError(f"accounting {accounting!r} is unknown; give 'paper' or 'full'")
+    if not params or set(params) - set(base):
+        raise ValueError(
+            f"policies {sorted(params)} need the base evaluation's scores of each, got "
+            f"{sorted(base)}: give both for the same policies"
+        )
+    if not search_ids:
+        raise ValueError("no searched questions: give the ids REBASE ran on")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names {names} repeat one; name each variant once")
+    for v in variants:
+        unknown = (set(v.scores) | set(v.balance)) - set(params)
+        if unknown:
+            raise ValueError(
+                f"variant {v.name} has scores of {sorted(unknown)}, not among the policies "
+                f"{sorted(params)}: give the sizes of every policy it ran"
+            )
+
+
 def prm_quality_summary(
     base: dict[str, list[QuestionScore]],
     params: dict[str, int],
@@ -489,7 +531,15 @@ def prm_quality_summary(
     search_ids: set[str],
     accounting: str = "paper",
 ) -> dict:
-    """The study's findings, JSON-able (see the module's docstring and each function)."""
+    """The study's findings, JSON-able: `gains` (item 1: every strategy and budget against
+    majority vote at matched FLOPs), `pareto`, `weighted_vs_majority` and `headline` (each with
+    its `comparisons` and the AUC `threshold` at which it first holds, against both label
+    kinds), `balance` (the Tb sweep), `seeds` (the learned PRM's spread per label kind; a
+    difference is called only when every seed agrees on its sign and its mean exceeds both the
+    seeds' standard deviation and one standard error) and `rows` (the CSV's).
+
+    Raises ValueError with the problem and its fix when the inputs do not fit together."""
+    check_inputs(base, params, variants, search_ids, accounting)
     small = min(params, key=params.__getitem__)
     large = max(params, key=params.__getitem__)
     results: dict[str, dict] = {}

@@ -141,8 +141,8 @@ def variants_table(summary: dict) -> str:
             e(v["labels"] or "-"),
             e("-" if v["seed"] is None else v["seed"]),
             num(v["requested_auc"]),
-            num(v["heldout"].get("auc_exact")),
-            num(v["heldout"].get("auc_rollout")),
+            num(v["auc_exact"]),
+            num(v["auc_rollout"]),
             e(v["heldout"].get("steps", "-")),
         ]
         for v in summary["variants"]
@@ -184,12 +184,12 @@ def largest(gains: list[dict]) -> list[dict]:
 
 
 def pareto_table(summary: dict) -> str:
-    aucs = {v["name"]: v["heldout"] for v in summary["variants"]}
+    aucs = {v["name"]: v for v in summary["variants"]}
     rows = [
         [
             e(p["variant"]),
-            num(aucs[p["variant"]].get("auc_exact")),
-            num(aucs[p["variant"]].get("auc_rollout")),
+            num(aucs[p["variant"]]["auc_exact"]),
+            num(aucs[p["variant"]]["auc_rollout"]),
             ", ".join(
                 f"{e(x['policy'])} width {x['budget']} ({x['error']:.3f} at {x['flops']:.3g})"
                 for x in p["rebase_on_front"]

@@ -15,12 +15,6 @@ ORACLE_KINDS = ("noisy_oracle", "oracle")
 LEARNED_MARKERS = {"rollout": ("s", "learned PRM"), "exact": ("P", "learned PRM, exact labels")}
 
 
-def variant_auc(variant: dict) -> float | None:
-    """A variant's held-out AUC against exact validity; an oracle's requested one if unmeasured."""
-    auc = variant["heldout"].get("auc_exact")
-    return auc if auc is not None else variant["requested_auc"]
-
-
 def largest_gains(summary: dict, policy: str) -> dict[str, list[dict]]:
     """Strategy -> its gains at its largest budget, one per variant."""
     mine = [g for g in summary["gains"] if g["policy"] == policy]
@@ -44,7 +38,7 @@ def plot_gain_against_auc(summary: dict, path: Path) -> Path:
             colour = STRATEGY_COLOURS[strategy]
             label = info.budget_label(gains[0]["budget"])
             oracles = sorted(
-                (variant_auc(variants[g["variant"]]), g)
+                (variants[g["variant"]]["auc_exact"], g)
                 for g in gains
                 if variants[g["variant"]]["kind"] in ORACLE_KINDS and g["gain"] is not None
             )
@@ -61,7 +55,7 @@ def plot_gain_against_auc(summary: dict, path: Path) -> Path:
             )
             for labels, (marker, name) in LEARNED_MARKERS.items():
                 learned = [
-                    (variant_auc(variants[g["variant"]]), g)
+                    (variants[g["variant"]]["auc_exact"], g)
                     for g in gains
                     if variants[g["variant"]]["labels"] == labels and g["gain"] is not None
                 ]
