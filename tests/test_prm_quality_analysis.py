@@ -306,7 +306,8 @@ def test_report_writes_its_files_names_every_variant_and_embeds_pngs(summary, tm
     assert "holds first at an AUC of 1.000 (oracle) against exact validity" in text
     # L's REBASE (12 FLOPs) loses 2 log2(1.2) / 8 = 0.066 to majority vote between 2 and 4
     # samples (10 and 20 FLOPs) for every seed: called, with its sign.
-    assert "called beyond its seeds' spread: L REBASE (4 width) (-0.066)" in text
+    assert "called beyond its seeds' spread: L REBASE (4 width) gain (-0.066)." in text
+    assert "Against exact validity it sits between noisy-0.7 and noisy-0.9." in text
     assert json.loads((tmp_path / "prm_quality.json").read_text()) == json.loads(
         json.dumps(summary)
     )

@@ -47,7 +47,9 @@ def threshold_text(t: dict, what: str) -> str:
     parts = []
     for kind, name in AUC_NAMES.items():
         x = t[kind]
-        if x["first_auc"] is None:
+        if not x["order"]:
+            parts.append(f"(no variant measured against {name})")
+        elif x["first_auc"] is None:
             parts.append(f"at no AUC against {name}")
         elif x["stays"]:
             parts.append(
@@ -67,33 +69,60 @@ def threshold_text(t: dict, what: str) -> str:
     return f"{what} {'; '.join(parts)}."
 
 
+def place(summary: dict, auc: float | None) -> str:
+    """Where an AUC against exact validity sits among the oracles'."""
+    oracles = sorted(
+        (v["auc_exact"], v["name"])
+        for v in summary["variants"]
+        if v["kind"] != "learned" and v["auc_exact"] is not None
+    )
+    if auc is None or not oracles:
+        return ""
+    below = [o for o in oracles if o[0] <= auc]
+    above = [o for o in oracles if o[0] > auc]
+    if below and above:
+        where = f"between {e(below[-1][1])} and {e(above[0][1])}"
+    else:
+        where = f"above {e(below[-1][1])}" if below else f"below {e(above[0][1])}"
+    return f"Against exact validity it sits {where}. "
+
+
 def learned_text(summary: dict) -> str:
     sentences = []
     for labels, s in summary["seeds"].items():
-        a, r = s["auc_exact"], s["auc_rollout"]
-        if a["mean"] is None:
-            continue
+        aucs = [
+            f"{x['mean']:.3f} ± {x['std']:.3f} ({x['min']:.3f} to {x['max']:.3f}) against {name}"
+            for x, name in ((s[k], n) for k, n in AUC_NAMES.items())
+            if x["mean"] is not None
+        ]
         called = [
             f"{e(g['policy'])} {e(STRATEGIES[g['strategy']].budget_label(g['budget']))} "
-            f"({g['gain']['mean']:+.3f})"
+            f"gain ({g['gain']['mean']:+.3f})"
             for g in s["gains"]
             if g["gain"]["called"]
         ]
-        rollout = (
-            ""
-            if r["mean"] is None
-            else f" and {r['mean']:.3f} ± {r['std']:.3f} against rollout labels"
-        )
+        called += [
+            f"{e(c['policy'])} weighted - majority vote ({c['difference']['mean']:+.3f})"
+            for c in s["weighted_vs_majority"]
+            if c["difference"]["called"]
+        ]
+        called += [
+            f"{e(summary['small'])} REBASE width {c['width']} - {e(summary['large'])} majority "
+            f"vote ({c['difference']['mean']:+.3f})"
+            for c in s["headline"]
+            if c["difference"]["called"]
+        ]
+        seeds = f"{len(s['seeds'])} seed" + ("s" if len(s["seeds"]) != 1 else "")
         sentences.append(
-            f"The learned PRM trained on {e(labels)} labels ({len(s['seeds'])} seeds) reaches a "
-            f"held-out AUC of {a['mean']:.3f} ± {a['std']:.3f} (seeds' std; {a['min']:.3f} to "
-            f"{a['max']:.3f}) against exact validity{rollout}. "
+            f"The learned PRM trained on {e(labels)} labels ({seeds}) reaches a "
+            "held-out AUC (mean ± the seeds' std, range) of "
+            + (" and ".join(aucs) or "unmeasured")
+            + ". "
+            + place(summary, s["auc_exact"]["mean"])
             + (
-                "Gains over majority vote called beyond its seeds' spread: "
-                + ", ".join(called)
-                + "."
+                "Differences called beyond its seeds' spread: " + ", ".join(called) + "."
                 if called
-                else "None of its gains over majority vote is called beyond its seeds' spread."
+                else "None of its differences is called beyond its seeds' spread."
             )
             + f" REBASE is on the Pareto front for {s['rebase_on_front']['seeds_on_front']} of "
             f"{s['rebase_on_front']['seeds']} seeds."
@@ -236,7 +265,8 @@ def headline_table(summary: dict) -> str:
                 e(c["variant"]),
                 str(c["width"]),
                 f"{c['flops']:.3g}",
-                f"{c['majority_budget']} samples at {c['majority_flops']:.3g}",
+                f"{e(STRATEGIES['majority_vote'].budget_label(c['majority_budget']))} at "
+                f"{c['majority_flops']:.3g}",
                 num(c["error"]),
                 num(c["baseline_error"]),
                 f"{c['difference']:+.3f} ± {c['stderr']:.3f}",
@@ -244,11 +274,13 @@ def headline_table(summary: dict) -> str:
             ]
         )
     small, large = e(summary["small"]), e(summary["large"])
-    headers = ["variant", f"{small} REBASE width", "its FLOPs", f"{large} majority vote"]
+    headers = ["variant", f"{small} REBASE width", "its FLOPs", f"{large}'s"]
     return table([*headers, f"{small} error", f"{large} error", "difference", "verdict"], rows)
 
 
 def balance_table(summary: dict) -> str:
+    if not summary["balance"]:
+        return '<p class="note">No balance-temperature sweep in this study.</p>'
     temperatures = sorted({t["tb"] for b in summary["balance"] for t in b["temperatures"]})
     rows = []
     for b in summary["balance"]:

@@ -33,32 +33,35 @@ def plot_gain_against_auc(summary: dict, path: Path) -> Path:
     policies = list(summary["params"])
     fig, axes = _panels(len(policies), 4.2)
     for ax, policy in zip(axes[0], policies, strict=True):
+        drawn = 0
         for strategy, gains in largest_gains(summary, policy).items():
             info = STRATEGIES[strategy]
             colour = STRATEGY_COLOURS[strategy]
             label = info.budget_label(gains[0]["budget"])
-            oracles = sorted(
-                (variants[g["variant"]]["auc_exact"], g)
+            measured = [
+                (variants[g["variant"]], g)
                 for g in gains
-                if variants[g["variant"]]["kind"] in ORACLE_KINDS and g["gain"] is not None
+                if variants[g["variant"]]["auc_exact"] is not None and g["gain"] is not None
+            ]
+            oracles = sorted(
+                ((v["auc_exact"], g) for v, g in measured if v["kind"] in ORACLE_KINDS),
+                key=lambda ag: ag[0],
             )
-            ax.errorbar(
-                [a for a, _ in oracles],
-                [g["gain"] for _, g in oracles],
-                yerr=[g["gain_stderr"] for _, g in oracles],
-                color=colour,
-                marker=info.marker,
-                markersize=5,
-                capsize=2,
-                linewidth=1.2,
-                label=f"{label}, oracle PRMs",
-            )
+            drawn += len(measured)
+            if oracles:
+                ax.errorbar(
+                    [a for a, _ in oracles],
+                    [g["gain"] for _, g in oracles],
+                    yerr=[g["gain_stderr"] for _, g in oracles],
+                    color=colour,
+                    marker=info.marker,
+                    markersize=5,
+                    capsize=2,
+                    linewidth=1.2,
+                    label=f"{label}, oracle PRMs",
+                )
             for labels, (marker, name) in LEARNED_MARKERS.items():
-                learned = [
-                    (variants[g["variant"]]["auc_exact"], g)
-                    for g in gains
-                    if variants[g["variant"]]["labels"] == labels and g["gain"] is not None
-                ]
+                learned = [(v["auc_exact"], g) for v, g in measured if v["labels"] == labels]
                 if learned:
                     ax.errorbar(
                         [a for a, _ in learned],
@@ -72,6 +75,15 @@ def plot_gain_against_auc(summary: dict, path: Path) -> Path:
                         capsize=2,
                         label=f"{label}, {name} (one marker per seed)",
                     )
+        if not drawn:
+            ax.text(
+                0.5,
+                0.5,
+                "no gain with a held-out AUC against exact validity",
+                transform=ax.transAxes,
+                ha="center",
+                fontsize=9,
+            )
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_title(f"{policy} ({summary['params'][policy] / 1e6:.3g}M parameters)", fontsize=9)
         ax.set_xlabel("held-out step AUC against exact validity")
