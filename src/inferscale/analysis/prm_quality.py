@@ -192,7 +192,7 @@ def variant_gains(
     search_ids: set[str],
     accounting: str,
 ) -> list[dict]:
-    """Item 1: every strategy and budget of `variant` against majority vote, per policy; votes
+    """Every strategy and budget of `variant` against majority vote, per policy; votes
     on every question, REBASE on the searched ones."""
     out = []
     for policy, scores in variant.scores.items():
@@ -220,7 +220,7 @@ def pareto(
     search_ids: set[str],
     accounting: str,
 ) -> dict:
-    """Item 3: both policies' points on the searched questions (greedy and majority vote from
+    """Both policies' points on the searched questions (greedy and majority vote from
     the base, the variant's strategies) on one error-vs-FLOPs front; which REBASE points are on
     it."""
     points = []
@@ -273,7 +273,7 @@ def _comparison(c) -> dict:
 def weighted_against_majority(
     variant: PRMVariant, base: dict[str, list[QuestionScore]]
 ) -> list[dict]:
-    """Item 4: weighted vote against majority vote at the largest budget, per policy, paired;
+    """Weighted vote against majority vote at the largest budget, per policy, paired;
     `beats` when weighted vote errs less by more than one standard error."""
     out = []
     for policy, scores in variant.scores.items():
@@ -298,7 +298,7 @@ def headline(
     search_ids: set[str],
     accounting: str,
 ) -> list[dict]:
-    """Item 5: the small policy's REBASE at each width against the large policy's majority vote
+    """The small policy's REBASE at each width against the large policy's majority vote
     at the smallest budget costing no less (so the small one spends no more), on the searched
     questions, paired. `holds` when the small one errs less by more than two standard errors."""
     out = []
@@ -327,7 +327,7 @@ def headline(
 
 
 def balance(variant: PRMVariant, search_ids: set[str]) -> list[dict]:
-    """Item 6: REBASE error by balance temperature at the sweep width, per policy; the best Tb
+    """REBASE error by balance temperature at the sweep width, per policy; the best Tb
     and how it stands against the paper's and the code's temperatures."""
     out = []
     for policy, sweep in variant.balance.items():
@@ -447,7 +447,7 @@ def _over_seeds(
 def seed_spreads(
     variants: Sequence[PRMVariant], results: dict[str, dict[str, list[dict] | dict]]
 ) -> dict:
-    """Item 7: per label kind of the learned PRM, every headline comparison over its seeds."""
+    """Per label kind of the learned PRM, every headline comparison over its seeds."""
     out = {}
     learned = [v for v in variants if v.kind == "learned"]
     for labels in dict.fromkeys(v.labels for v in learned):
@@ -478,7 +478,7 @@ def seed_spreads(
 
 
 def csv_rows(variants: Sequence[PRMVariant], gains: Sequence[dict]) -> list[dict]:
-    """Item 8: one row per policy, variant, strategy, budget (and Tb for the sweep)."""
+    """One row per policy, variant, strategy, budget (and Tb for the sweep)."""
     by_name = {v.name: v for v in variants}
     rows = []
     for g in gains:
@@ -531,7 +531,7 @@ def prm_quality_summary(
     search_ids: set[str],
     accounting: str = "paper",
 ) -> dict:
-    """The study's findings, JSON-able: `gains` (item 1: every strategy and budget against
+    """The study's findings, JSON-able: `gains` (every strategy and budget against
     majority vote at matched FLOPs), `pareto`, `weighted_vs_majority` and `headline` (each with
     its `comparisons` and the AUC `threshold` at which it first holds, against both label
     kinds), `balance` (the Tb sweep), `seeds` (the learned PRM's spread per label kind; a

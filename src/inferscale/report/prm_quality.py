@@ -340,6 +340,8 @@ def seeds_table(summary: dict) -> str:
             for c in s["headline"]
         ]
         rows += [[e(labels), e(name), *_spread(value)] for name, value in named]
+        for row in rows[-len(named) :][:2]:
+            row[-1] = "-"  # an AUC is a measurement, not a difference to call
     headers = ["labels", "quantity", "mean", "min", "max", "std", "over the seeds"]
     return table(headers, rows, left=2)
 
