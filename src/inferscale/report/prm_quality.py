@@ -305,23 +305,22 @@ def balance_table(summary: dict) -> str:
     return table([*headers, "best - Tb 0.1", "best - Tb 0.2"], rows, left=2)
 
 
-def _spread(s: dict) -> list[str]:
+def _spread(s: dict, call: bool = True) -> list[str]:
     if s["mean"] is None:
         return ["-"] * 5
-    return [
-        num(s["mean"]),
-        num(s["min"]),
-        num(s["max"]),
-        num(s["std"]),
-        "called" if s["called"] else "within the spread",
-    ]
+    verdict = ("called" if s["called"] else "within the spread") if call else "-"
+    return [num(s["mean"]), num(s["min"]), num(s["max"]), num(s["std"]), verdict]
 
 
 def seeds_table(summary: dict) -> str:
     rows = []
     for labels, s in summary["seeds"].items():
-        named = [("AUC exact", s["auc_exact"]), ("AUC rollout", s["auc_rollout"])]
-        named += [
+        # An AUC is a measurement, not a difference to call.
+        rows += [
+            [e(labels), f"AUC against {name}", *_spread(s[k], call=False)]
+            for k, name in AUC_NAMES.items()
+        ]
+        named = [
             (
                 f"{g['policy']} {STRATEGIES[g['strategy']].budget_label(g['budget'])}: gain",
                 g["gain"],
@@ -340,8 +339,6 @@ def seeds_table(summary: dict) -> str:
             for c in s["headline"]
         ]
         rows += [[e(labels), e(name), *_spread(value)] for name, value in named]
-        for row in rows[-len(named) :][:2]:
-            row[-1] = "-"  # an AUC is a measurement, not a difference to call
     headers = ["labels", "quantity", "mean", "min", "max", "std", "over the seeds"]
     return table(headers, rows, left=2)
 
