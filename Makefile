@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run checkpoints evaluate-only test test-fast browser bench lint clean
+.PHONY: setup run prm-quality checkpoints evaluate-only test test-fast browser bench lint clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ $(RAY_STAMP): $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/inferscale run $(CONFIG)
+
+# How the strategies' gains depend on the PRM's quality, on the finished default (after `make
+# run`): it reuses the experiment's stages and trains only the extra PRMs.
+prm-quality: $(STAMP)
+	$(BIN)/inferscale prm-quality configs/prm_quality.yaml
 
 # Checkpoints made here to stand for ones you have: a tiny policy, a tiny PRM in each format
 # the tool reads, held-out labelled solutions (each made once).

@@ -1,5 +1,5 @@
-"""`inferscale run | validate | status | summary | report | plan | gc | serve | deploy`: the
-command-line entry point."""
+"""`inferscale run | validate | status | summary | report | plan | gc | serve | deploy |
+prm-quality`: the command-line entry point."""
 
 from __future__ import annotations
 
@@ -84,6 +84,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = json.loads((report_dir / SUMMARY_FILE).read_text())
     print(format_summary(summary, report_dir))
     print(f"wall time: {elapsed:.0f} s; W&B runs: {plan(config).root / 'wandb'}")
+    return 0
+
+
+def cmd_prm_quality(args: argparse.Namespace) -> int:
+    from inferscale.prm_quality_config import load_study
+    from inferscale.prm_quality_plan import study_plan, unfinished
+
+    try:
+        study, config = load_study(args.study)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    missing = unfinished(study_plan(study, config))
+    if missing:
+        print(
+            f"{args.study}: the experiment {config.name} has not finished "
+            f"{', '.join(missing)}; run it first (inferscale run {study.experiment}, relative "
+            "to the study file) and then the study",
+            file=sys.stderr,
+        )
+        return 2
+    _check_tracking(args.study, config)
+    from inferscale.flows.prm_quality import prm_quality_flow
+    from inferscale.reaper import start_for
+
+    start_for(os.getpid())
+    start = time.perf_counter()
+    try:
+        result = prm_quality_flow(study_path=args.study)
+    except Exception as err:  # the flow's log above has the traceback
+        if _stopped_by:
+            return 1
+        print(f"error: the study stopped: {type(err).__name__}: {err}", file=sys.stderr)
+        print("finished stages are kept; fix the cause and run again", file=sys.stderr)
+        return 1
+    import html
+    import re
+
+    from inferscale.report.prm_quality import PAGE_FILE, SUMMARY_FILE, reading
+
+    report_dir = Path(result)
+    summary = json.loads((report_dir / SUMMARY_FILE).read_text())
+    print(html.unescape(re.sub(r"<[^>]+>", "", reading(summary))))
+    print(f"report: {report_dir / PAGE_FILE}")
+    print(f"wall time: {time.perf_counter() - start:.0f} s")
     return 0
 
 
@@ -390,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
         commands[name] = p
     commands["report"].add_argument("--open", action="store_true", help="open it in a browser")
     _add_deployment_commands(sub)
+    study = sub.add_parser(
+        "prm-quality",
+        help="how the strategies' gains depend on the PRM's quality, on a finished experiment",
+    )
+    study.add_argument("study", nargs="?", default="configs/prm_quality.yaml", help="study file")
+    study.set_defaults(func=cmd_prm_quality)
     planner = commands["plan"]
     planner.add_argument(
         "--flops", type=float, required=True, help="inference FLOPs per question to spend"

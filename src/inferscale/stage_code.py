@@ -30,6 +30,10 @@ ENTRY_POINTS = {
     "measure_prm": ("inferscale.tasks.measure_prm",),
     "evaluate": ("inferscale.tasks.evaluate",),
     "analyze": ("inferscale.tasks.analyze",),
+    # The PRM-quality study's own stages (it also runs train_prm).
+    "exact_labels": ("inferscale.tasks.exact_labels",),
+    "prm_quality": ("inferscale.tasks.prm_variant",),
+    "prm_quality_report": ("inferscale.tasks.prm_quality_report",),
 }
 # Every task reads its settings from the validated config and marks its directory complete
 # through the (orchestration-only) run context: the config's code, which resolves defaults such
