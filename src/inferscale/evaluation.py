@@ -473,17 +473,14 @@ def evaluate_policy(
     store's questions are counted by a `progress(store, total, done)` of its own.
     """
     search_ids = searched_ids(problems, plan)
+
+    def open_store(name: str) -> ResultStore:
+        return ResultStore(store_path(out_dir, name))
+
     generate_missing(
-        problems,
-        search_ids,
-        plan,
-        lambda name: ResultStore(store_path(out_dir, name)),
-        open_backend,
-        open_scorer,
-        log,
-        progress,
+        problems, search_ids, plan, open_store, open_backend, open_scorer, log, progress
     )
-    return score_stores(problems, search_ids, out_dir, plan)
+    return score_stores(problems, search_ids, open_store, plan)
 
 
 def _kinds(plan: EvaluationPlan) -> tuple[list[str], list[str], bool]:
@@ -493,7 +490,7 @@ def _kinds(plan: EvaluationPlan) -> tuple[list[str], list[str], bool]:
     return pool, tree, any(STRATEGIES[s].needs_prm for s in pool)
 
 
-def _records(store: ResultStore, wanted: set[str], order: dict[str, int]) -> list[dict]:
+def ordered_records(store: ResultStore, wanted: set[str], order: dict[str, int]) -> list[dict]:
     """The store's records of the `wanted` questions, in the questions' order (so a question
     done again after damage counts as in an uninterrupted run), all of them."""
     records = [r for r in store.read() if r["id"] in wanted]
@@ -566,7 +563,7 @@ def generate_missing(
             todo = pending(name, store, problems)
             if todo:
                 log(f"{pool_store(pool_size)}: {todo} questions' samples to score with the PRM")
-                pool = _records(open_store(pool_store(pool_size)), ids, order)
+                pool = ordered_records(open_store(pool_store(pool_size)), ids, order)
                 records = {r["id"]: r for r in pool}
                 with progress(name, len(problems), len(problems) - todo) as advance:
                     batch_size = plan.sampling.batch_size
@@ -608,16 +605,20 @@ def generate_missing(
 
 
 def score_stores(
-    problems: list[Problem], search_ids: set[str], out_dir: Path, plan: EvaluationPlan
+    problems: list[Problem],
+    search_ids: set[str],
+    open_store: Callable[[str], ResultStore],
+    plan: EvaluationPlan,
 ) -> dict:
-    """Every strategy's and budget's scores and points from out_dir's complete stores."""
+    """Every strategy's and budget's scores and points from the complete stores
+    (`open_store(name)`)."""
     pool_strategies, tree_strategies, needs_scores = _kinds(plan)
     pool_size = plan.budgets[-1]
     ids = {p.id for p in problems}
     order = {p.id: i for i, p in enumerate(problems)}
 
     def read(name: str, wanted: set[str] = ids) -> list[dict]:
-        return _records(ResultStore(store_path(out_dir, name)), wanted, order)
+        return ordered_records(open_store(name), wanted, order)
 
     scores: list[QuestionScore] = []
     result: dict = {}

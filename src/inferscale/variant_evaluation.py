@@ -19,21 +19,19 @@ from inferscale.data.step_validity import label_agreement, prefix_validity
 from inferscale.evaluation import (
     GREEDY_STORE,
     EvaluationPlan,
-    IncompleteResults,
     generate_missing,
+    ordered_records,
     planned_stores,
-    pool_prm_store,
     pool_store,
+    score_stores,
     store_path,
     tree_scores,
     tree_store,
-    vote_scores,
 )
 from inferscale.generation.base import Backend
 from inferscale.models.prm_metrics import evaluate_step_scores, roc_auc
 from inferscale.progress import Progress, no_progress
 from inferscale.results import ResultStore
-from inferscale.scores import QuestionScore
 from inferscale.search.registry import STRATEGIES
 from inferscale.search.tree import Scorer
 
@@ -90,9 +88,13 @@ def evaluate_variant(
         problems, search_ids, plan, open_store, open_backend, open_scorer, log, progress
     )
     default_tb = plan.search.balance_temperature if plan.search is not None else None
-    for tb in balance:
+
+    def swept_store(tb: float) -> ResultStore:
         if tb == default_tb and width in plan.search_budgets.get(REBASE, []):
-            continue  # the REBASE store at that width is this one
+            return open_store(tree_store(REBASE, width))  # REBASE at that width is this one
+        return ResultStore(store_path(out_dir, balance_store(width, tb)))
+
+    for tb in balance:
         sweep = replace(
             plan,
             strategies=[REBASE],
@@ -103,58 +105,20 @@ def evaluate_variant(
             problems,
             search_ids,
             sweep,
-            lambda name, tb=tb: ResultStore(store_path(out_dir, balance_store(width, tb))),
+            lambda name, tb=tb: swept_store(tb),
             open_backend,
             open_scorer,
             log,
             progress,
         )
     order = {p.id: i for i, p in enumerate(problems)}
-    ids = set(order)
-
-    def read(name: str, wanted: set[str] = ids) -> list[dict]:
-        return _ordered(open_store(name), wanted, order)
-
-    scores: list[QuestionScore] = []
-    pool_strategies = [s for s in plan.strategies if STRATEGIES[s].kind == "pool"]
-    if pool_strategies:
-        pool = read(pool_store(pool_size))
-        prm_scores = read(pool_prm_store(pool_size))
-        for strategy in pool_strategies:
-            scores += vote_scores(
-                pool,
-                strategy,
-                plan.budgets,
-                plan.cost,
-                plan.paper_params,
-                plan.sampling.seed,
-                prm_scores,
-                plan.aggregation,
-                plan.prm_cost,
-            )
-    for strategy, budgets in plan.search_budgets.items():
-        for budget in budgets:
-            scores += tree_scores(read(tree_store(strategy, budget), search_ids), strategy, budget)
-    swept: dict[float, list[QuestionScore]] = {}
-    for tb in balance:
-        if tb == default_tb and width in plan.search_budgets.get(REBASE, []):
-            records = read(tree_store(REBASE, width), search_ids)
-        else:
-            store = ResultStore(store_path(out_dir, balance_store(width, tb)))
-            records = _ordered(store, search_ids, order)
-        swept[tb] = tree_scores(records, REBASE, width)
-    return {"scores": scores, "balance": swept}
-
-
-def _ordered(store: ResultStore, wanted: set[str], order: dict[str, int]) -> list[dict]:
-    """The store's records of the `wanted` questions in the questions' order, all of them."""
-    records = [r for r in store.read() if r["id"] in wanted]
-    if len(records) != len(wanted):
-        raise IncompleteResults(
-            f"{store.path} holds {len(records)} of its {len(wanted)} questions; run the study "
-            "again to compute the missing ones"
-        )
-    return sorted(records, key=lambda r: order[r["id"]])
+    return {
+        "scores": score_stores(problems, search_ids, open_store, plan)["scores"],
+        "balance": {
+            tb: tree_scores(ordered_records(swept_store(tb), search_ids, order), REBASE, width)
+            for tb in balance
+        },
+    }
 
 
 def _base_stores(plan: EvaluationPlan, base_dir: Path) -> list[str]:

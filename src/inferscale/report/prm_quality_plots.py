@@ -26,6 +26,17 @@ def largest_gains(summary: dict, policy: str) -> dict[str, list[dict]]:
     return out
 
 
+def _gains(ax, points: list[tuple[float, dict]], **style) -> None:
+    """(AUC, gain) points with their standard errors as error bars."""
+    ax.errorbar(
+        [a for a, _ in points],
+        [g["gain"] for _, g in points],
+        yerr=[g["gain_stderr"] for _, g in points],
+        capsize=2,
+        **style,
+    )
+
+
 def plot_gain_against_auc(summary: dict, path: Path) -> Path:
     """A panel per policy: gain over majority vote at matched FLOPs against the AUC, a line per
     strategy at its largest budget through the oracles, the learned PRM's seeds as markers."""
@@ -49,30 +60,26 @@ def plot_gain_against_auc(summary: dict, path: Path) -> Path:
             )
             drawn += len(measured)
             if oracles:
-                ax.errorbar(
-                    [a for a, _ in oracles],
-                    [g["gain"] for _, g in oracles],
-                    yerr=[g["gain_stderr"] for _, g in oracles],
+                _gains(
+                    ax,
+                    oracles,
                     color=colour,
                     marker=info.marker,
                     markersize=5,
-                    capsize=2,
                     linewidth=1.2,
                     label=f"{label}, oracle PRMs",
                 )
             for labels, (marker, name) in LEARNED_MARKERS.items():
                 learned = [(v["auc_exact"], g) for v, g in measured if v["labels"] == labels]
                 if learned:
-                    ax.errorbar(
-                        [a for a, _ in learned],
-                        [g["gain"] for _, g in learned],
-                        yerr=[g["gain_stderr"] for _, g in learned],
+                    _gains(
+                        ax,
+                        learned,
                         color=colour,
                         marker=marker,
                         markersize=8,
                         markerfacecolor="none",
                         linestyle="none",
-                        capsize=2,
                         label=f"{label}, {name} (one marker per seed)",
                     )
         if not drawn:
