@@ -219,7 +219,7 @@ def pareto_table(summary: dict) -> str:
             e(p["variant"]),
             num(aucs[p["variant"]]["auc_exact"]),
             num(aucs[p["variant"]]["auc_rollout"]),
-            ", ".join(
+            "<br>".join(
                 f"{e(x['policy'])} width {x['budget']} ({x['error']:.3f} at {x['flops']:.3g})"
                 for x in p["rebase_on_front"]
             )
