@@ -80,10 +80,9 @@ def prm_variant_task(
             scorer.close()
         write_json(artifact.path / HELDOUT_METRICS_FILE, heldout)
         logger.info(
-            "%s: held-out step AUC %.3f against rollout labels, %.3f against exact validity",
+            "%s: held-out step AUC %s against rollout labels, %s against exact validity",
             variant.name,
-            heldout["auc_rollout"],
-            heldout["auc_exact"],
+            *(_auc(heldout[k]) for k in ("auc_rollout", "auc_exact")),
         )
         # An oracle reads as the experiment's PRM would, unless the study makes it free.
         free = variant.kind != "learned" and study.oracles.flops == "zero"
@@ -126,6 +125,11 @@ def prm_variant_task(
             )
     artifact.mark_complete({"seconds": timer.seconds, "heldout": heldout})
     return str(artifact.path)
+
+
+def _auc(value: float | None) -> str:
+    """An AUC, or why there is none."""
+    return "none (one class only)" if value is None else f"{value:.3f}"
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
