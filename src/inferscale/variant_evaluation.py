@@ -78,7 +78,7 @@ def evaluate_variant(
     shared = {GREEDY_STORE, pool_store(pool_size)}
     if experiments_prm:
         # What the experiment evaluated with its own PRM at its own settings.
-        finished = (base_dir / f"{name}.jsonl" for name in _base_stores(plan, base_dir))
+        finished = (base_dir / f"{name}.jsonl" for name in _base_stores(plan))
         shared |= {p.stem for p in finished if p.is_file()}
 
     def open_store(name: str) -> ResultStore:
@@ -121,7 +121,7 @@ def evaluate_variant(
     }
 
 
-def _base_stores(plan: EvaluationPlan, base_dir: Path) -> list[str]:
+def _base_stores(plan: EvaluationPlan) -> list[str]:
     """The stores the experiment's evaluation of the plan's strategies wrote."""
     stores = planned_stores(plan.strategies, plan.budgets[-1], plan.search_budgets, 0, 0)
     return [name for name in stores if name not in (GREEDY_STORE, pool_store(plan.budgets[-1]))]

@@ -58,9 +58,8 @@ def prm_quality_flow(study_path: str) -> str:
             refresh=frozenset(),
         )
         prm_dirs[variant.name] = train_prm_task(seeded, labels[variant.labels], init_dir)
-    results = {}
     for variant in sp.variants:
-        results[variant.name] = prm_variant_task(
+        prm_variant_task(
             ctx, study, variant, sp.evaluations[variant.name], prm_dirs.get(variant.name)
         )
     return prm_quality_report_task(ctx, study, sp)
