@@ -194,3 +194,23 @@ def test_summary_of_one_question_set_prints_no_second_line(tmp_path):
     text = format_summary(summary_of(scores), tmp_path)
     assert "questions every strategy ran:" not in text
     assert "Pareto front (on the 4 questions every strategy ran): REBASE 1.00" in text
+
+
+def test_summary_prints_the_prm_against_exact_validity_where_the_task_has_it(tmp_path):
+    scores = [score(f"q{i}", "greedy", 1, float(i % 2), 1.0) for i in range(4)]
+    prm = {"step_auc": 0.812, "bon_last_accuracy": 0.22, "bon_random_accuracy": 0.2}
+    exact = {
+        "step_auc_exact": 0.809,
+        "label_agreement": {"steps": 1600, "agree": 1424, "rate": 0.89},
+    }
+    plain = format_summary(summary_of(scores) | {"prm": prm}, tmp_path)
+    assert "PRM on held-out labelled steps: step AUC 0.812; best-of-n" in plain
+    text = format_summary(summary_of(scores) | {"prm": prm | exact}, tmp_path)
+    assert (
+        "step AUC 0.812 (against exact validity 0.809; the labels agree with it on 89.0% of "
+        "steps); best-of-n picks a right solution last 0.220, random 0.200" in text
+    )
+    one_class = prm | {"step_auc_exact": None, "label_agreement": {"steps": 0, "rate": None}}
+    assert "(against exact validity n/a)" in format_summary(
+        summary_of(scores) | {"prm": one_class}, tmp_path
+    )

@@ -448,6 +448,20 @@ CONFIG_CASES = [
         "rollouts_per_step to 1",
     ),
     edit(
+        "exact-labels-with-rollout-settings",
+        {"prm.labels.kind": "exact"},
+        "prm.labels.completer",
+        "no rollouts",
+        "kind: rollout",
+    ),
+    edit(
+        "exact-labels-without-the-synthetic-task",
+        {"prm": {"labels": {"kind": "exact"}, "init_from": "llemma-7b"}},
+        "prm.labels.kind",
+        "data.arithmetic",
+        base=dataset_raw,
+    ),
+    edit(
         "nominal-flops-without-sizes",
         {"evaluation.flops.paper_params": "nominal"},
         "evaluation.flops.paper_params",

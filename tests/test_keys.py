@@ -207,6 +207,13 @@ TABLE: dict[str, Row] = {
     "generation.vllm.enable_chunked_prefill": speed(False),
     "generation.vllm.enforce_eager": speed(True),
     # step labels
+    "prm.labels.kind": setting(
+        "exact",
+        LABELS,
+        prm__labels__completer=None,
+        prm__labels__rollouts_per_step=4,
+        prm__labels__rollout_temperature=None,
+    ),
     "prm.labels.policy": setting("L", LABELS),
     "prm.labels.completer": setting("S", LABELS),
     "prm.labels.questions": setting(1500, LABELS),

@@ -1,5 +1,6 @@
 """Oracle PRMs: the exact and noisy oracle's scores, their AUC, and reproducible searches."""
 
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
@@ -8,14 +9,15 @@ import pytest
 from scripted_search import settings
 
 from inferscale.data.records import Problem
-from inferscale.data.step_validity import prefix_validity
+from inferscale.data.step_labels import StepLabelled
+from inferscale.data.step_validity import prefix_validity, validity_of
 from inferscale.data.steps import StepFormat
 from inferscale.data.synthetic import apply_operation, make_splits
 from inferscale.data.synthetic_labels import corrupted
 from inferscale.generation.base import Completion, Request, Sample
 from inferscale.grading import extract_answer
 from inferscale.models.oracle_prm import OracleScorer, oracle_scores, separation
-from inferscale.models.prm_metrics import roc_auc
+from inferscale.models.prm_metrics import roc_auc, score_heldout
 from inferscale.search.rebase import rebase
 from inferscale.search.voting import weighted_vote
 
@@ -205,3 +207,48 @@ def test_a_search_with_the_noisy_oracle_is_identical_across_runs():
     assert validity == {True, False}
     right = [chosen(r) == p.answer for r, p in zip(results, test, strict=True)]
     assert any(right) and not all(right)
+
+
+def test_heldout_metrics_against_exact_validity_and_the_labels_agreement():
+    """`score_heldout` with the task's validity: the exact oracle's AUC against it is 1 while
+    its AUC against labels that flip two steps is not, and the agreement counts the flips."""
+    _, test = make_splits(0, 20, [2, 3], M, 4, PHRASE, 0.5, operations=("+", "-"), any_order=True)
+    rng = random.Random(1)
+    records = []
+    for p in test[:10]:
+        for steps in solutions(p, rng)[:2]:
+            exact = prefix_validity(p.question, steps, M, PHRASE)
+            records.append(
+                StepLabelled(
+                    question_id=p.id,
+                    question=p.question,
+                    steps=steps,
+                    soft_labels=[float(v) for v in exact],
+                    hard_labels=list(exact),
+                    final_correct=exact[-1],
+                    answer=extract_answer(steps[-1], PHRASE, FMT.tag),
+                )
+            )
+    # One label made good where the step is invalid, one made bad where it is valid.
+    wrong = next(i for i, r in enumerate(records) if not r.hard_labels[-1])
+    right = next(i for i, r in enumerate(records) if r.hard_labels[0])
+    flipped = list(records)
+    for i in (wrong, right):
+        labels = list(records[i].hard_labels)
+        labels[-1 if i == wrong else 0] = not labels[-1 if i == wrong else 0]
+        flipped[i] = dataclasses.replace(records[i], hard_labels=labels)
+    metrics = score_heldout(OracleScorer(M, PHRASE), flipped, validity_of(M, PHRASE))
+    steps = sum(len(r.steps) for r in records)
+    assert metrics["step_auc_exact"] == 1.0
+    assert metrics["step_auc"] < 1.0
+    assert metrics["exact_positive_steps"] == sum(sum(r.hard_labels) for r in records)
+    assert metrics["label_agreement"] == {
+        "steps": steps,
+        "agree": steps - 2,
+        "rate": (steps - 2) / steps,
+        "rollout_good_exact_bad": 1,
+        "rollout_bad_exact_good": 1,
+    }
+    # Without the task's validity, the metrics are those against the labels alone.
+    plain = score_heldout(OracleScorer(M, PHRASE), flipped)
+    assert "step_auc_exact" not in plain and plain["step_auc"] == metrics["step_auc"]

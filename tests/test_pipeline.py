@@ -112,6 +112,9 @@ def test_first_run_writes_every_artifact_and_one_wandb_run_per_stage(finished):
     ], [(d.name, read_run(d).name) for d in find_runs(p.root / "wandb")]
     # Four SFT steps leave the policies wrong everywhere, so every label is negative: no AUC.
     assert summary["prm"]["steps"] > 0 and "step_auc" in summary["prm"]
+    # The synthetic task knows each step's truth: the PRM is measured against it too.
+    assert "step_auc_exact" in summary["prm"]
+    assert summary["prm"]["label_agreement"]["steps"] == summary["prm"]["steps"]
     assert set(summary["pareto"]["A"]) == {
         "greedy",
         "majority_vote",

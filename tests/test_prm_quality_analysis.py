@@ -67,7 +67,7 @@ def variant(name, kind, auc_exact, auc_rollout, s_rebase, s_weighted, seed=None,
         labels="rollout" if kind == "learned" else None,
         seed=seed,
         requested_auc=None if kind == "learned" else auc_exact,
-        heldout={"auc_exact": auc_exact, "auc_rollout": auc_rollout, "steps": 100},
+        heldout={"step_auc_exact": auc_exact, "step_auc": auc_rollout, "steps": 100},
         scores={"S": s, "L": large},
         balance=balance,
     )

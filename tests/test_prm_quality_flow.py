@@ -12,8 +12,13 @@ import yaml
 from pipeline_config import tiny_config, write_config
 from test_pipeline import run_flow
 
+from inferscale.config import load_config
+from inferscale.flows.parameters import flow_parameters
+from inferscale.flows.pipeline import experiment_flow
 from inferscale.prm_quality_config import load_study
 from inferscale.prm_quality_plan import study_plan
+from inferscale.stages import plan
+from inferscale.tasks import label_steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -54,6 +59,7 @@ def test_the_study_reuses_the_experiment_and_computes_only_what_reads_the_prm(
     study_path = tmp_path / "study.yaml"
     study_path.write_text(yaml.safe_dump(STUDY))
     forbid(monkeypatch, "inferscale.tasks.sft.run_sft")
+    backend = label_steps.load_backend
     forbid(monkeypatch, "inferscale.tasks.label_steps.load_backend")
 
     report = Path(prm_quality_flow(study_path=str(study_path)))
@@ -85,7 +91,7 @@ def test_the_study_reuses_the_experiment_and_computes_only_what_reads_the_prm(
     oracle = json.loads((sp.evaluations["oracle"].path / "heldout.json").read_text())
     steps, valid = oracle["steps"], oracle["exact_positive_steps"]
     # The tiny policies' held-out steps may all be wrong: then no AUC can be measured.
-    assert oracle["auc_exact"] == (1.0 if 0 < valid < steps else None)
+    assert oracle["step_auc_exact"] == (1.0 if 0 < valid < steps else None)
     summary = json.loads((report / "prm_quality.json").read_text())
     assert summary  # its content is tested on exact inputs in test_prm_quality_analysis.py
     for name in ("prm_quality.html", "prm_quality.csv", "prm_quality_gain.png"):
@@ -103,3 +109,22 @@ def test_the_study_reuses_the_experiment_and_computes_only_what_reads_the_prm(
     prm_quality_flow(study_path=str(study_path))
     assert {s: markers(root, s) for s in done} == done
     assert {p.relative_to(noisy): p.read_bytes() for p in noisy.rglob("rebase-*.jsonl")} == stores
+
+    # The experiment with `prm.labels.kind: exact` samples the same solutions from the same
+    # seeds and labels them as the study relabels them: no rollouts, one backend.
+    raw = tiny_config(tmp_path / "runs")
+    del raw["prm"]["labels"]["rollouts_per_step"]
+    raw["prm"]["labels"]["kind"] = "exact"
+    exact_path = write_config(tmp_path / "tiny-exact.yaml", raw)
+    opened = []
+    monkeypatch.setattr(
+        "inferscale.tasks.label_steps.load_backend",
+        lambda *args: opened.append(args) or backend(*args),
+    )
+    exact_config = load_config(exact_path)
+    parameters = flow_parameters(exact_config, str(exact_path), only="label_steps")
+    experiment_flow(**parameters)
+    own = plan(exact_config).label_steps
+    assert own.complete and own.path != sp.base.label_steps.path and len(opened) == 1
+    for name in ("labels.jsonl", "heldout.jsonl"):
+        assert (own.path / name).read_bytes() == (sp.exact_labels.path / name).read_bytes()

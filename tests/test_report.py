@@ -42,7 +42,11 @@ def report(analysis, tmp_path_factory):
             experiment="synthetic",
             analysis=analysis,
             figures=figures,
-            prm={"step_auc": 0.8, "bon_last_accuracy": 0.3},
+            prm={
+                "step_auc": 0.8,
+                "bon_last_accuracy": 0.3,
+                "label_agreement": {"steps": 40, "rate": 0.875},
+            },
             stage_seconds=[("sft", "S-abc", 12.0), ("evaluate", "S-def", None)],
             config_yaml="name: synthetic\n",
         ),
@@ -55,6 +59,8 @@ def test_report_holds_every_section_and_embeds_every_figure(report):
     page = path.read_text()
     for anchor in ("optimal", "strategies", "coverage", "limits", "difficulty", "prm", "timings"):
         assert f'id="{anchor}"' in page
+    # A metric that is a mapping (the labels' agreement) is read out field by field.
+    assert "label_agreement.rate</td><td>0.875</td>" in page
     # Self-contained: every image is inline, nothing is fetched.
     sources = re.findall(r'<img src="([^"]{0,30})', page)
     assert len(sources) == len(figures) and all(s.startswith("data:image/png") for s in sources)

@@ -18,6 +18,7 @@ from inferscale.data.step_labels import (
     stored_labels,
     write_step_labels,
 )
+from inferscale.data.step_validity import exact_labels, validity_of
 from inferscale.data.steps import StepFormat
 from inferscale.generation.base import Completion, Request, Sample
 from inferscale.results import ResultStore
@@ -286,3 +287,30 @@ def test_labels_missing_a_question_are_refused(tmp_path):
     label_pending(PROBLEMS[:1], store, lambda ps: label(ScriptedPolicy(), ps), 4)
     with pytest.raises(RuntimeError, match="lacks the step labels of 1 question"):
         stored_labels(store, PROBLEMS)
+
+
+def test_exact_labels_need_no_rollouts_and_relabel_the_same_solutions():
+    """With the task's validity, the policy samples the same solutions (same seeds) and each
+    step is labelled by its prefix's exact validity: the rollout labels relabelled exactly."""
+    validity = validity_of(modulus=37, answer_phrase=FMT.answer_phrase)
+    policy = ScriptedPolicy()
+    records = label(policy, validity=validity)
+    (solutions,) = policy.calls  # one call: the solutions, and no rollout
+    assert [(r.prompt, r.n, r.seed) for r in solutions] == [
+        (r.prompt, r.n, r.seed) for r in label_requests()[0]
+    ]
+    assert [r.hard_labels for r in records] == [
+        [True, True, True],
+        [False, False, False],  # a slip, computed on
+        [True, False],  # cut off: `5 + 1` is no step
+        [False],  # an answer before any operation
+        [True, True],
+    ]
+    assert all(r.soft_labels == [float(h) for h in r.hard_labels] for r in records)
+    assert records == exact_labels(label(ScriptedPolicy()), 37, FMT.answer_phrase)
+
+
+def label_requests() -> list[list[Request]]:
+    policy = ScriptedPolicy()
+    label(policy)
+    return policy.calls

@@ -11,6 +11,7 @@ from inferscale.data.step_validity import (
     parse_question,
     prefix_validity,
     step_validity,
+    validity_of,
 )
 from inferscale.data.steps import StepFormat
 from inferscale.data.synthetic import make_splits
@@ -212,11 +213,16 @@ def test_exact_labels_replace_the_rollout_labels():
 def test_label_agreement_counts_both_kinds_of_disagreement():
     slips = record(Q, SLIPS, [True] * 4)
     right = record("5 + 1", ["5 + 1 = 6", "The answer is: 6"], [False, True])
-    assert label_agreement([slips, right], M, PHRASE) == {
+    validity = validity_of(M, PHRASE)
+    exact = [validity(r.question, r.steps) for r in (slips, right)]
+    assert exact == [prefix_validity(r.question, r.steps, M, PHRASE) for r in (slips, right)]
+    assert label_agreement([slips.hard_labels, right.hard_labels], exact) == {
         "steps": 6,
         "agree": 1,
         "rate": 1 / 6,
         "rollout_good_exact_bad": 4,
         "rollout_bad_exact_good": 1,
     }
-    assert label_agreement([], M, PHRASE)["rate"] is None
+    assert label_agreement([], [])["rate"] is None
+    with pytest.raises(ValueError):
+        label_agreement([[True, True]], [[True]])

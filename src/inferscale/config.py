@@ -374,10 +374,12 @@ class SFTConfig(Strict):
 
 
 class StepLabelConfig(Strict):
-    """Math-Shepherd-style step labels made by rollouts: solutions sampled from `policy` for
-    training questions, each step labelled by the share of `rollouts_per_step` completions from
-    it that reach the right answer."""
+    """Step labels of solutions sampled from `policy` for training questions: Math-Shepherd's,
+    each step labelled by the share of `rollouts_per_step` completions from it that reach the
+    right answer (`kind: rollout`), or, on the synthetic task, by the step's exact validity
+    (`kind: exact`: no rollouts)."""
 
+    kind: Literal["rollout", "exact"] = "rollout"
     policy: str | None = None  # a policy name; None: the first policy
     # The policy whose rollouts label the steps (Math-Shepherd's completer); None: `policy`.
     completer: str | None = None
@@ -393,6 +395,27 @@ class StepLabelConfig(Strict):
     # and recovers from a wrong one less often: its labels say more about the prefix. 0 is greedy.
     rollout_temperature: Annotated[float, Field(ge=0)] | None = None
     top_p: Probability = 1.0
+
+    # What only labels made by rollouts read.
+    ROLLOUT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "completer",
+        "rollouts_per_step",
+        "rollout_temperature",
+    )
+
+    @model_validator(mode="after")
+    def _rollout_settings_with_rollouts(self) -> StepLabelConfig:
+        if self.kind == "rollout":
+            return self
+        defaults = type(self).model_fields
+        given = [f for f in self.ROLLOUT_FIELDS if getattr(self, f) != defaults[f].default]
+        if given:
+            raise FieldError(
+                given[0],
+                "belongs to labels made by rollouts, and kind `exact` labels each step by its "
+                "exact validity, with no rollouts: drop it, or set kind: rollout",
+            )
+        return self
 
     @model_validator(mode="after")
     def _greedy_rollouts_once(self) -> StepLabelConfig:
@@ -810,6 +833,12 @@ class ExperimentConfig(Strict):
             needing = [s for s in self.evaluation.strategies if STRATEGIES[s].needs_prm]
             raise FieldError("evaluation.strategies", f"{needing} need a PRM: add a `prm` section")
         if self.prm is not None and self.prm.labels is not None:
+            if self.prm.labels.kind == "exact" and self.data.arithmetic is None:
+                raise FieldError(
+                    "prm.labels.kind",
+                    "`exact` labels steps by their exact validity, which only the synthetic "
+                    "task (data.arithmetic) knows: set kind: rollout for this dataset",
+                )
             names = [p.name for p in self.policies]
             for role in ("policy", "completer"):
                 name = getattr(self.prm.labels, role)

@@ -227,6 +227,24 @@ def _deepspeed(path: str) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def _label_settings(config: ExperimentConfig) -> dict:
+    """What makes the step labels, resolved: a temperature or policy left to its default and
+    the same one given explicitly make the same labels. Labels by rollouts key as they did
+    before exact labels existed; exact ones have no rollout settings."""
+    labels = config.prm.labels
+    settings = {
+        **labels.model_dump(exclude={"kind"}),
+        "temperature": config.label_temperatures[0],
+        "rollout_temperature": config.label_temperatures[1],
+        "policy": config.labelling_policy.name,
+        "completer": config.completer_policy.name,
+    }
+    if labels.kind == "rollout":
+        return settings
+    rollouts = set(labels.ROLLOUT_FIELDS)
+    return {k: v for k, v in settings.items() if k not in rollouts} | {"kind": labels.kind}
+
+
 def _prm_stages(
     config: ExperimentConfig,
     artifact,
@@ -244,17 +262,7 @@ def _prm_stages(
             "label_steps",
             policy.name,
             {
-                # Resolved: a temperature or policy left to its default and the same one given
-                # explicitly make the same labels.
-                "prm": {
-                    "labels": {
-                        **prm.labels.model_dump(),
-                        "temperature": config.label_temperatures[0],
-                        "rollout_temperature": config.label_temperatures[1],
-                        "policy": policy.name,
-                        "completer": config.completer_policy.name,
-                    }
-                },
+                "prm": {"labels": _label_settings(config)},
                 # The labels have their own sampling settings.
                 "generation": {k: v for k, v in generation.items() if k not in SAMPLING},
                 "data": {"format": config.data.format.key_settings()},

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from inferscale.data.step_labels import StepLabelled
-from inferscale.data.step_validity import label_agreement, prefix_validity
 from inferscale.evaluation import (
     GREEDY_STORE,
     EvaluationPlan,
@@ -29,7 +27,6 @@ from inferscale.evaluation import (
     tree_store,
 )
 from inferscale.generation.base import Backend
-from inferscale.models.prm_metrics import evaluate_step_scores, roc_auc
 from inferscale.progress import Progress, no_progress
 from inferscale.results import ResultStore
 from inferscale.search.registry import STRATEGIES
@@ -125,33 +122,3 @@ def _base_stores(plan: EvaluationPlan) -> list[str]:
     """The stores the experiment's evaluation of the plan's strategies wrote."""
     stores = planned_stores(plan.strategies, plan.budgets[-1], plan.search_budgets, 0, 0)
     return [name for name in stores if name not in (GREEDY_STORE, pool_store(plan.budgets[-1]))]
-
-
-def heldout_metrics(
-    scorer: Scorer, records: list[StepLabelled], modulus: int, answer_phrase: str
-) -> dict:
-    """A PRM's held-out step metrics against the rollout labels (as the trained PRM's summary
-    has them) and against exact step validity, and how often the rollout labels agree with
-    exact validity."""
-    scores = scorer.score([(r.question, r.steps) for r in records])
-    metrics = evaluate_step_scores(
-        [r.question_id for r in records],
-        [r.hard_labels for r in records],
-        [r.final_correct for r in records],
-        scores,
-        [r.answer is not None for r in records],
-    )
-    exact = [
-        valid
-        for r in records
-        for valid in prefix_validity(r.question, r.steps, modulus, answer_phrase)
-    ]
-    flat = [x for steps in scores for x in steps]
-    rollout = [label for r in records for label in r.hard_labels]
-    return {
-        **metrics,
-        "auc_rollout": roc_auc(rollout, flat),
-        "auc_exact": roc_auc(exact, flat),
-        "exact_positive_steps": sum(exact),
-        "label_agreement": label_agreement(records, modulus, answer_phrase),
-    }

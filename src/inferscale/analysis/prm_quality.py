@@ -17,6 +17,8 @@ from inferscale.scores import QuestionScore
 
 VOTES = ("weighted_vote", "best_of_n")
 AUC_KINDS = ("auc_exact", "auc_rollout")
+# Where each AUC kind sits in a PRM's held-out metrics (`models.prm_metrics.score_heldout`).
+HELDOUT_KEYS = {"auc_exact": "step_auc_exact", "auc_rollout": "step_auc"}
 # The balance temperatures a sweep's best is held against: the paper's and its official code's.
 REFERENCE_TB = (0.1, 0.2)
 CSV_COLUMNS = (
@@ -47,7 +49,7 @@ class PRMVariant:
     labels: str | None  # a learned PRM's training labels: "rollout" | "exact"
     seed: int | None  # a learned PRM's training seed
     requested_auc: float | None  # a noisy oracle's set AUC (1.0 for the oracle)
-    heldout: dict  # held-out step metrics: auc_rollout, auc_exact, steps, ...
+    heldout: dict  # held-out step metrics: step_auc (rollout labels), step_auc_exact, ...
     # By policy: weighted_vote and best_of_n at every budget, rebase at every width.
     scores: dict[str, list[QuestionScore]]
     # By policy: Tb -> rebase rows at the sweep width.
@@ -56,7 +58,7 @@ class PRMVariant:
     def auc(self, kind: str) -> float | None:
         """Held-out AUC against `kind`'s labels; an oracle unmeasured against exact validity
         counts at its requested AUC."""
-        measured = self.heldout.get(kind)
+        measured = self.heldout.get(HELDOUT_KEYS[kind])
         if measured is None and kind == "auc_exact" and self.kind != "learned":
             return self.requested_auc
         return measured

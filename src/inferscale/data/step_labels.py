@@ -68,9 +68,11 @@ def label_solutions(
     batch_size: int | None = None,
     completer: Backend | None = None,
     completer_fmt: StepFormat | None = None,
+    validity: Callable[[str, Sequence[str]], list[bool]] | None = None,
     progress: Progress = no_progress,
 ) -> list[StepLabelled]:
-    """Sample solutions from the policy and label each step by rollouts from its prefix.
+    """Sample solutions from the policy and label each step by rollouts from its prefix, or,
+    given the task's exact `validity` (one flag per prefix), by that, with no rollouts.
 
     The rollouts come from `completer` when given (Math-Shepherd's completer: a model good
     enough to finish a right prefix, so that a right step is seldom labelled wrong), else from
@@ -105,6 +107,16 @@ def label_solutions(
     with progress("solutions", len(solution_requests)) as advance:
         completions = _generate(backend, solution_requests, batch_size, advance)
     solutions = [[_solution_steps(sample.text, fmt) for sample in c.samples] for c in completions]
+    if validity is not None:
+        return _labelled(
+            problems,
+            solutions,
+            fmt,
+            equivalent,
+            lambda i, j, steps, final_correct: [
+                float(v) for v in validity(problems[i].question, steps)
+            ],
+        )
 
     rollout_fmt = completer_fmt or fmt
     prefixes: list[_Prefix] = []
@@ -142,6 +154,22 @@ def label_solutions(
         ]
         correct_share[prefix] = sum(right) / len(right)
 
+    def by_rollouts(i: int, j: int, steps: list[str], final_correct: bool) -> list[float]:
+        soft = [correct_share[_Prefix(i, j, k)] for k in range(1, len(steps))]
+        return [*soft, float(final_correct)]
+
+    return _labelled(problems, solutions, fmt, equivalent, by_rollouts)
+
+
+def _labelled(
+    problems: Sequence[Problem],
+    solutions: list[list[list[str]]],
+    fmt: StepFormat,
+    equivalent: Equivalence,
+    labels: Callable[[int, int, list[str], bool], list[float]],
+) -> list[StepLabelled]:
+    """Every solution with steps, its soft labels from `labels(question index, solution index,
+    steps, final_correct)`."""
     labelled = []
     for i, p in enumerate(problems):
         for j, steps in enumerate(solutions[i]):
@@ -149,8 +177,7 @@ def label_solutions(
                 continue
             answer = _final_answer(steps, fmt)
             final_correct = _correct(answer, p.answer, equivalent)
-            soft = [correct_share[_Prefix(i, j, k)] for k in range(1, len(steps))]
-            soft.append(float(final_correct))
+            soft = labels(i, j, steps, final_correct)
             labelled.append(
                 StepLabelled(
                     question_id=p.id,

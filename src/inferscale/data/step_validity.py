@@ -125,14 +125,13 @@ def exact_labels(
     return out
 
 
-def label_agreement(records: Sequence[StepLabelled], modulus: int, answer_phrase: str) -> dict:
-    """How often the records' hard (rollout) labels agree with prefix validity, step by step:
-    `steps`, `agree`, `rate` (None without steps), `rollout_good_exact_bad` and
+def label_agreement(labels: Sequence[Sequence[bool]], exact: Sequence[Sequence[bool]]) -> dict:
+    """How often step labels (made by rollouts) agree with exact prefix validity, step by
+    step: `steps`, `agree`, `rate` (None without steps), `rollout_good_exact_bad` and
     `rollout_bad_exact_good`."""
     steps = agree = good_bad = bad_good = 0
-    for r in records:
-        exact = prefix_validity(r.question, r.steps, modulus, answer_phrase)
-        for rollout, truth in zip(r.hard_labels, exact, strict=True):
+    for solution_labels, solution_exact in zip(labels, exact, strict=True):
+        for rollout, truth in zip(solution_labels, solution_exact, strict=True):
             steps += 1
             agree += rollout == truth
             good_bad += rollout and not truth
@@ -144,6 +143,13 @@ def label_agreement(records: Sequence[StepLabelled], modulus: int, answer_phrase
         "rollout_good_exact_bad": good_bad,
         "rollout_bad_exact_good": bad_good,
     }
+
+
+def validity_of(modulus: int, answer_phrase: str):
+    """`prefix_validity` of the task with this modulus and answer phrase, as a function of a
+    question and its steps."""
+    check_modulus(modulus)
+    return lambda question, steps: prefix_validity(question, steps, modulus, answer_phrase)
 
 
 def check_modulus(modulus: int) -> None:

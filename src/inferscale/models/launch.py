@@ -169,6 +169,19 @@ def prm_spec(
         # the held-out scoring after training: speed settings
         "eval_batch_size": prm.batch_size,
         "eval_device": config.generation.device,
+        "exact_validity": _exact_validity(config),
+    }
+
+
+def _exact_validity(config: ExperimentConfig) -> dict | None:
+    """What the held-out metrics need to judge steps by exact validity: the synthetic task's
+    modulus and answer phrase; None for other tasks."""
+    task = config.data.arithmetic
+    if task is None:
+        return None
+    return {
+        "modulus": task.modulus,
+        "answer_phrase": config.data.format.step_format().answer_phrase,
     }
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from inferscale.data.step_validity import label_agreement
 from inferscale.search.tree import aggregate
 from inferscale.search.voting import best_of_n
 
@@ -104,19 +105,36 @@ def evaluate_step_scores(
     return metrics
 
 
-def score_heldout(scorer, records) -> dict[str, float | int | None]:
+Validity = Callable[[str, Sequence[str]], list[bool]]
+
+
+def score_heldout(
+    scorer, records, validity: Validity | None = None
+) -> dict[str, float | int | dict | None]:
     """`evaluate_step_scores` of a scorer (anything with `score([(question, steps)])`) on
-    held-out step-labelled records, with the seconds the scoring took."""
+    held-out step-labelled records, with the seconds the scoring took. Where the task knows
+    each prefix's true validity (`validity(question, steps)`, one flag per prefix), also the
+    step AUC against it and how often the records' labels agree with it."""
     import time
 
     start = time.perf_counter()
     scores = scorer.score([(r.question, r.steps) for r in records])
-    metrics = evaluate_step_scores(
+    seconds = time.perf_counter() - start
+    metrics: dict[str, float | int | dict | None] = evaluate_step_scores(
         [r.question_id for r in records],
         [r.hard_labels for r in records],
         [r.final_correct for r in records],
         scores,
         [r.answer is not None for r in records],
     )
-    metrics["eval_seconds"] = time.perf_counter() - start
+    if validity is not None:
+        truth = [validity(r.question, r.steps) for r in records]
+        metrics |= {
+            "step_auc_exact": roc_auc(
+                [v for flags in truth for v in flags], [x for s in scores for x in s]
+            ),
+            "exact_positive_steps": sum(v for flags in truth for v in flags),
+            "label_agreement": label_agreement([r.hard_labels for r in records], truth),
+        }
+    metrics["eval_seconds"] = seconds
     return metrics

@@ -24,6 +24,8 @@ Spec keys (JSON object); the first four are required:
     learning_rate, warmup_steps, lr_scheduler, weight_decay, bf16, use_cpu,
     threads_per_rank, logging_steps, report_to, run_name   as for SFT
     eval_batch_size, eval_device   the held-out scoring (rank 0, after training)
+    exact_validity        {modulus, answer_phrase} of the synthetic task: the held-out
+                          metrics then hold the step AUC against exact validity too
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ DEFAULTS = {
     "run_name": None,
     "eval_batch_size": 32,
     "eval_device": "cpu",
+    "exact_validity": None,
 }
 
 
@@ -104,15 +107,27 @@ def make_trainer_class():
     return PRMTrainer
 
 
-def evaluate_saved(model_dir: Path, eval_file: str, batch_size: int, device: str) -> dict:
-    """Score the held-out solutions with the saved PRM; step AUC and best-of-n metrics."""
+def evaluate_saved(
+    model_dir: Path, eval_file: str, batch_size: int, device: str, exact: dict | None
+) -> dict:
+    """Score the held-out solutions with the saved PRM; step AUC (against exact validity too,
+    where `exact` gives the synthetic task's modulus and answer phrase) and best-of-n."""
     from inferscale.data.step_labels import read_step_labels
+    from inferscale.data.step_validity import validity_of
     from inferscale.models.prm_metrics import score_heldout
     from inferscale.models.prm_scorer import PRMScorer
 
     records = read_step_labels(eval_file)
     scorer = PRMScorer.from_pretrained(model_dir, batch_size=batch_size, device=device)
-    return score_heldout(scorer, records)
+    validity = validity_of(exact["modulus"], exact["answer_phrase"]) if exact else None
+    return score_heldout(scorer, records, validity)
+
+
+def _agreement(metrics: dict) -> dict:
+    agreement = metrics.get("label_agreement")
+    if not agreement or agreement["rate"] is None:
+        return {}
+    return {"eval/label_agreement": agreement["rate"]}
 
 
 def train(spec: dict) -> None:
@@ -192,7 +207,13 @@ def train(spec: dict) -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     metrics = (
-        evaluate_saved(output_dir, spec["eval_file"], spec["eval_batch_size"], spec["eval_device"])
+        evaluate_saved(
+            output_dir,
+            spec["eval_file"],
+            spec["eval_batch_size"],
+            spec["eval_device"],
+            spec["exact_validity"],
+        )
         if spec["eval_file"]
         else {}
     )
@@ -203,7 +224,14 @@ def train(spec: dict) -> None:
 
         wandb_run = wandb.run
         if wandb_run is not None and metrics:
-            wandb_run.log({f"eval/{k}": v for k, v in metrics.items() if v is not None})
+            wandb_run.log(
+                {
+                    f"eval/{k}": v
+                    for k, v in metrics.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
+                | _agreement(metrics)
+            )
     (output_dir / PRM_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     # The Trainer's callback leaves its run open; finished only at interpreter exit, the run's
     # log can be completed a minute after this process has gone.

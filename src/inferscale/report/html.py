@@ -345,11 +345,16 @@ def section_difficulty(inputs: ReportInputs) -> str:
 def section_prm(inputs: ReportInputs) -> str:
     if not inputs.prm:
         return ""
-    rows = [[e(k), num(v) if isinstance(v, float) else e(v)] for k, v in inputs.prm.items()]
+    flat = {}
+    for k, v in inputs.prm.items():
+        flat |= {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}
+    rows = [[e(k), num(v) if isinstance(v, float) else e(v)] for k, v in flat.items()]
     return f"""
 <h2 id="prm">Process reward model</h2>
-<p>Measured on held-out labelled solutions: the step-level ROC AUC, and how often its best-of-n
-pick is right against a random pick.</p>
+<p>Measured on held-out labelled solutions: the step-level ROC AUC against their labels
+(<code>step_auc</code>), and how often its best-of-n pick is right against a random pick. On the
+synthetic task also the AUC against exact step validity (<code>step_auc_exact</code>) and how
+often the held-out labels agree with exact validity (<code>label_agreement</code>).</p>
 {table(["metric", "value"], rows)}
 """
 

@@ -107,6 +107,7 @@ def format_summary(summary: dict, report_dir: Path) -> str:
         lines.append(
             "PRM on held-out labelled steps: step AUC "
             + (f"{prm['step_auc']:.3f}" if prm.get("step_auc") is not None else "n/a")
+            + _exact(prm)
             + "; best-of-n picks a right solution "
             + ", ".join(
                 f"{k.removeprefix('bon_').removesuffix('_accuracy')} {prm[k]:.3f}"
@@ -122,3 +123,18 @@ def format_summary(summary: dict, report_dir: Path) -> str:
     lines.append(f"report: {report_dir / REPORT_FILE}")
     lines.append(f"table:  {report_dir / TABLE_FILE}")
     return "\n".join(lines)
+
+
+def _exact(prm: dict) -> str:
+    """The PRM's AUC against exact step validity and the labels' agreement with it, where the
+    task has exact validity."""
+    if "step_auc_exact" not in prm:
+        return ""
+    auc = prm["step_auc_exact"]
+    text = (
+        f" (against exact validity {auc:.3f}" if auc is not None else " (against exact validity n/a"
+    )
+    rate = prm.get("label_agreement", {}).get("rate")
+    if rate is not None:
+        text += f"; the labels agree with it on {100 * rate:.1f}% of steps"
+    return text + ")"

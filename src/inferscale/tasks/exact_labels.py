@@ -25,8 +25,11 @@ def exact_labels_task(ctx: RunContext, artifact: StageArtifact) -> str:
     agreement = {}
     for name in (LABELS_FILE, HELDOUT_FILE):
         records = read_step_labels(ctx.plan.label_steps.path / name)
-        write_step_labels(artifact.path / name, exact_labels(records, modulus, answer_phrase))
-        agreement[name] = label_agreement(records, modulus, answer_phrase)
+        relabelled = exact_labels(records, modulus, answer_phrase)
+        write_step_labels(artifact.path / name, relabelled)
+        agreement[name] = label_agreement(
+            [r.hard_labels for r in records], [r.hard_labels for r in relabelled]
+        )
     get_run_logger().info(
         "exact labels: the rollout labels agree with exact validity on %.1f%% of %d steps",
         100 * agreement[LABELS_FILE]["rate"],

@@ -19,6 +19,7 @@ from inferscale.data.step_labels import (
     stored_labels,
     write_step_labels,
 )
+from inferscale.data.step_validity import label_agreement, validity_of
 from inferscale.generation.backends import load_backend
 from inferscale.progress import Progress, stage_progress
 from inferscale.ray_engine import deal_to_shards, set_shard_threads
@@ -53,6 +54,14 @@ def label_stats(records) -> dict:
     }
 
 
+def exact_validity(config: ExperimentConfig):
+    """The synthetic task's exact prefix validity, as a function of a question and its steps."""
+    assert config.data.arithmetic is not None
+    return validity_of(
+        config.data.arithmetic.modulus, config.data.format.step_format().answer_phrase
+    )
+
+
 def label_splits(config: ExperimentConfig, data_dir: str) -> dict[str, list[Problem]]:
     """The training questions whose solutions are labelled, by the file they go to."""
     cfg = config.prm.labels
@@ -76,8 +85,10 @@ def label_into(
     progress: Progress,
 ) -> dict[str, dict[str, int]]:
     """Label every split's questions that `open_store(store name)` lacks, by rollouts from the
-    completer (Math-Shepherd's way); the backends open only if something is left to label."""
+    completer (Math-Shepherd's way) or by exact validity; the backends open only if something
+    is left to label."""
     cfg, gen = config.prm.labels, config.generation
+    validity = exact_validity(config) if cfg.kind == "exact" else None
     temperature, rollout_temperature = config.label_temperatures
     model_dir = policy_dir(policy, model_dir)
     completer_dir = policy_dir(config.completer_policy, completer_dir)
@@ -89,7 +100,7 @@ def label_into(
     def label(problems: list[Problem]) -> list[StepLabelled]:
         if not opened:
             opened["policy"] = load_backend(gen, model_dir)
-            if completer_dir != model_dir:
+            if validity is None and completer_dir != model_dir:
                 opened["completer"] = load_backend(gen, completer_dir)
         return label_solutions(
             problems,
@@ -105,6 +116,7 @@ def label_into(
             completer=opened.get("completer"),
             completer_fmt=completer_fmt,
             rollout_temperature=rollout_temperature,
+            validity=validity,
         )
 
     # A call's solutions fill one batch; its rollouts then take several.
@@ -205,7 +217,8 @@ def label_steps_task(
     ctx: RunContext, policy: PolicyConfig, model_dir: str, completer_dir: str, data_dir: str
 ) -> str:
     """Step labels of the policy's solutions to training questions, by rollouts from the
-    completer, gathered per question (so a killed run resumes), then written per split."""
+    completer or by exact validity, gathered per question (so a killed run resumes), then
+    written per split."""
     artifact = ctx.plan.label_steps
     assert artifact is not None and ctx.config.prm is not None
     if ctx.reuse(artifact, resumable=True):
@@ -228,10 +241,19 @@ def label_steps_task(
             stage_progress(f"label_steps-{policy.name}"),
         )
     stats = {}
+    # Rollout labels of the synthetic task are held against the truth they estimate.
+    truth = (
+        exact_validity(ctx.config) if ctx.config.data.arithmetic and cfg.kind == "rollout" else None
+    )
     for split, problems in splits.items():
         records = stored_labels(ResultStore(artifact.path / question_store(split)), problems)
         write_step_labels(artifact.path / split, records)
         stats[split.removesuffix(".jsonl")] = label_stats(records)
+        if truth is not None:
+            agreement = label_agreement(
+                [r.hard_labels for r in records], [truth(r.question, r.steps) for r in records]
+            )
+            stats[split.removesuffix(".jsonl")]["exact_agreement"] = agreement["rate"]
     logger.info("labelled steps of %s in %.0f s: %s", policy.name, timer.seconds, stats)
     temperature, rollout_temperature = ctx.config.label_temperatures
     resolved = {"temperature": temperature, "rollout_temperature": rollout_temperature}

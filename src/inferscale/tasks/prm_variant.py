@@ -15,19 +15,16 @@ from inferscale.data.step_labels import read_step_labels
 from inferscale.evaluation import searched_ids
 from inferscale.generation.backends import load_backend
 from inferscale.models.oracle_prm import OracleScorer
+from inferscale.models.prm_metrics import score_heldout
 from inferscale.prm_quality_config import PRMQualityConfig, balance_width
 from inferscale.prm_quality_plan import Variant
 from inferscale.progress import stage_progress
 from inferscale.scores import SCORES_FILE
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.evaluate import evaluation_inputs
-from inferscale.tasks.label_steps import HELDOUT_FILE
+from inferscale.tasks.label_steps import HELDOUT_FILE, exact_validity
 from inferscale.tasks.prm_reader import open_prm
-from inferscale.variant_evaluation import (
-    evaluate_variant,
-    heldout_metrics,
-    variant_plan,
-)
+from inferscale.variant_evaluation import evaluate_variant, variant_plan
 
 HELDOUT_METRICS_FILE = "heldout.json"
 BALANCE_SCORES_FILE = "balance_scores.jsonl"
@@ -70,11 +67,10 @@ def prm_variant_task(
     with Timer() as timer:
         scorer = open_variant_scorer(ctx, variant, prm_dir)
         try:
-            heldout = heldout_metrics(
+            heldout = score_heldout(
                 scorer,
                 read_step_labels(base.label_steps.path / HELDOUT_FILE),
-                config.data.arithmetic.modulus,
-                step_format(config.data).answer_phrase,
+                exact_validity(config),
             )
         finally:
             scorer.close()
@@ -82,7 +78,7 @@ def prm_variant_task(
         logger.info(
             "%s: held-out step AUC %s against rollout labels, %s against exact validity",
             variant.name,
-            *(_auc(heldout[k]) for k in ("auc_rollout", "auc_exact")),
+            *(_auc(heldout[k]) for k in ("step_auc", "step_auc_exact")),
         )
         # An oracle reads as the experiment's PRM would, unless the study makes it free.
         free = variant.kind != "learned" and study.oracles.flops == "zero"
