@@ -132,6 +132,16 @@ def test_variant_keys_follow_what_they_depend_on(tmp_path):
             },
             ("experiment", "prm.labels"),
         ),
+        (
+            None,
+            {
+                "prm": {
+                    "labels": {"kind": "exact", "policy": "S", "questions": 1600},
+                    "init_from": "S",
+                }
+            },
+            ("experiment", "kind: rollout"),
+        ),
     ],
     ids=lambda x: None,
 )
