@@ -49,7 +49,7 @@ def _policy_title(table: pd.DataFrame, policy: str) -> str:
     return f"{policy} ({rows['params'].iloc[0] / 1e6:.3g}M parameters), {questions} questions"
 
 
-def _panels(count: int, height: float):
+def panels(count: int, height: float):
     """A row of `count` panels sharing the y axis."""
     return plt.subplots(
         1, count, figsize=(5.2 * count, height), dpi=DPI, sharey=True, squeeze=False
@@ -66,7 +66,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _finish(fig, axes, ylabel: str, path: Path) -> Path:
+def finish_panels(fig, axes, ylabel: str, path: Path) -> Path:
     """Label the row's y axis, put one legend below the panels, and save."""
     axes[0][0].set_ylabel(ylabel)
     _legend_below(fig, axes)
@@ -116,12 +116,12 @@ def plot_error_vs_flops(table: pd.DataFrame, path: Path, accounting: str = "pape
     """Error rate against FLOPs, a panel per policy, a curve per strategy with its standard
     error; each panel on the points of `table` it is given."""
     policies = list(dict.fromkeys(table["policy"]))
-    fig, axes = _panels(len(policies), 4.2)
+    fig, axes = panels(len(policies), 4.2)
     for ax, policy in zip(axes[0], policies, strict=True):
         _strategy_curves(ax, table[table["policy"] == policy], accounting)
         ax.set_title(_policy_title(table, policy), fontsize=9)
         ax.set_xlabel(flops_label(accounting))
-    return _finish(fig, axes, "error rate", path)
+    return finish_panels(fig, axes, "error rate", path)
 
 
 def plot_frontier(
@@ -187,7 +187,7 @@ def plot_frontier(
 def plot_coverage(coverages: Sequence[PolicyCoverage], path: Path, extrapolate_to: int) -> Path:
     """pass@k per policy with its standard error, each law fitted on k up to the dotted line
     and its prediction beyond, and Levi's law fitted on every k extrapolated further."""
-    fig, axes = _panels(len(coverages), 4.2)
+    fig, axes = panels(len(coverages), 4.2)
     for ax, cov in zip(axes[0], coverages, strict=True):
         ks, curve = cov.curve.ks, cov.curve
         ax.fill_between(
@@ -224,7 +224,7 @@ def plot_coverage(coverages: Sequence[PolicyCoverage], path: Path, extrapolate_t
             f"{cov.policy} ({cov.params / 1e6:.3g}M), {curve.questions} questions", fontsize=9
         )
         ax.grid(True, which="both", alpha=0.3)
-    return _finish(fig, axes, "pass@k (share of questions with a right sample)", path)
+    return finish_panels(fig, axes, "pass@k (share of questions with a right sample)", path)
 
 
 def plot_coverage_vs_flops(
@@ -253,7 +253,7 @@ def plot_coverage_vs_flops(
 def plot_voting_limits(limits: Sequence[PolicyLimits], path: Path) -> Path:
     """Each vote's accuracy against the number of samples, and the limit it approaches (with
     its interval)."""
-    fig, axes = _panels(len(limits), 4.0)
+    fig, axes = panels(len(limits), 4.0)
     for ax, policy in zip(axes[0], limits, strict=True):
         for strategy, gaps in policy.gaps.items():
             colour = STRATEGY_COLOURS[strategy]
@@ -280,12 +280,12 @@ def plot_voting_limits(limits: Sequence[PolicyLimits], path: Path) -> Path:
         ax.set_xlabel("samples per question (n)")
         ax.set_title(policy.policy, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-    return _finish(fig, axes, "accuracy", path)
+    return finish_panels(fig, axes, "accuracy", path)
 
 
 def plot_coverage_by_level(coverages: Sequence[PolicyCoverage], path: Path) -> Path:
     """pass@k per difficulty group, a panel per policy."""
-    fig, axes = _panels(len(coverages), 4.0)
+    fig, axes = panels(len(coverages), 4.0)
     cmap = plt.get_cmap("viridis")
     for ax, cov in zip(axes[0], coverages, strict=True):
         groups = [g for g in cov.groups if g.levels != ALL_LEVELS]
@@ -312,7 +312,7 @@ def plot_coverage_by_level(coverages: Sequence[PolicyCoverage], path: Path) -> P
         ax.set_xlabel("k (samples per question)")
         ax.set_title(cov.policy, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-    return _finish(fig, axes, "pass@k", path)
+    return finish_panels(fig, axes, "pass@k", path)
 
 
 def plot_easy_and_hard(table: pd.DataFrame, path: Path, accounting: str) -> Path | None:

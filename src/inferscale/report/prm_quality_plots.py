@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from inferscale.report.plots import STRATEGY_COLOURS, _finish, _panels
+from inferscale.report.plots import STRATEGY_COLOURS, finish_panels, panels
 from inferscale.search.registry import STRATEGIES
 
 ORACLE_KINDS = ("noisy_oracle", "oracle")
@@ -42,7 +42,7 @@ def plot_gain_against_auc(summary: dict, path: Path) -> Path:
     strategy at its largest budget through the oracles, the learned PRM's seeds as markers."""
     variants = {v["name"]: v for v in summary["variants"]}
     policies = list(summary["params"])
-    fig, axes = _panels(len(policies), 4.2)
+    fig, axes = panels(len(policies), 4.2)
     for ax, policy in zip(axes[0], policies, strict=True):
         drawn = 0
         for strategy, gains in largest_gains(summary, policy).items():
@@ -95,7 +95,7 @@ def plot_gain_against_auc(summary: dict, path: Path) -> Path:
         ax.set_title(f"{policy} ({summary['params'][policy] / 1e6:.3g}M parameters)", fontsize=9)
         ax.set_xlabel("held-out step AUC against exact validity")
         ax.grid(True, alpha=0.3)
-    return _finish(fig, axes, "gain over majority vote at matched FLOPs", path)
+    return finish_panels(fig, axes, "gain over majority vote at matched FLOPs", path)
 
 
 def plot_balance_temperature(summary: dict, path: Path) -> Path | None:
@@ -104,7 +104,7 @@ def plot_balance_temperature(summary: dict, path: Path) -> Path | None:
     if not sweeps:
         return None
     policies = [p for p in summary["params"] if any(b["policy"] == p for b in sweeps)]
-    fig, axes = _panels(len(policies), 4.2)
+    fig, axes = panels(len(policies), 4.2)
     colours = plt.get_cmap("viridis")
     names = list(dict.fromkeys(b["variant"] for b in sweeps))
     for ax, policy in zip(axes[0], policies, strict=True):
@@ -128,4 +128,4 @@ def plot_balance_temperature(summary: dict, path: Path) -> Path | None:
         ax.set_title(f"{policy}: REBASE at width {width}", fontsize=9)
         ax.set_xlabel("balance temperature Tb")
         ax.grid(True, which="both", alpha=0.3)
-    return _finish(fig, axes, "error rate (searched questions)", path)
+    return finish_panels(fig, axes, "error rate (searched questions)", path)
