@@ -126,7 +126,7 @@ def cmd_prm_quality(args: argparse.Namespace) -> int:
 
     report_dir = Path(result)
     summary = json.loads((report_dir / SUMMARY_FILE).read_text())
-    print(html.unescape(re.sub(r"<[^>]+>", "", reading(summary))))
+    print(html.unescape(re.sub(r"<[^>]+>", "", reading(summary))).strip())
     print(f"report: {report_dir / PAGE_FILE}")
     print(f"wall time: {time.perf_counter() - start:.0f} s")
     return 0

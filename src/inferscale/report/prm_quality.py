@@ -159,7 +159,8 @@ def reading(summary: dict) -> str:
     else:
         sentences.append("The headline has no comparison: no REBASE of the small policy.")
     sentences.append(learned_text(summary))
-    return "<p>" + " ".join(s for s in sentences if s) + "</p>"
+    # One finding per line: on the page a list, printed one line each.
+    return "<ul>\n" + "".join(f"<li>{s}</li>\n" for s in sentences if s) + "</ul>"
 
 
 def variants_table(summary: dict) -> str:
