@@ -14,7 +14,7 @@ from inferscale.models.files import PRM_SUMMARY_FILE
 from inferscale.report.figures import write_figures
 from inferscale.report.files import REPORT_FILE, SUMMARY_FILE, TABLE_FILE, table_file
 from inferscale.report.html import ReportInputs, write_report
-from inferscale.stages import Plan
+from inferscale.stages import Plan, oracle_key_settings
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tracking.analysis_run import analysis_tables, log_analysis
 from inferscale.tracking.wandb_runs import finish_run, start_run
@@ -56,7 +56,9 @@ def analyze_task(
             if name != "points" and not frame.empty:
                 frame.to_csv(artifact.path / table_file(name), index=False)
         prm = {}
-        if prm_dir is not None:
+        if config.prm is not None and config.prm.is_oracle:
+            prm = oracle_key_settings(config)
+        elif prm_dir is not None:
             prm = json.loads((Path(prm_dir) / PRM_SUMMARY_FILE).read_text()).get("eval", {})
         summary = {"experiment": config.name, **analysis.summary(), "prm": prm}
         write_json(artifact.path / SUMMARY_FILE, summary)
