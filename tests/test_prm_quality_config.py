@@ -132,6 +132,11 @@ def test_variant_keys_follow_what_they_depend_on(tmp_path):
             },
             ("experiment", "prm.labels"),
         ),
+        (
+            None,
+            {"prm": {"kind": "noisy_oracle", "oracle": {"auc": 0.9}}},
+            ("experiment", "not a given PRM", "nor an oracle (prm.kind)"),
+        ),
     ],
     ids=lambda x: None,
 )
