@@ -5,6 +5,7 @@ how the report names it."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from transformers import LlamaConfig
@@ -13,6 +14,7 @@ from inferscale.cli import main
 from inferscale.compute import FREE, ModelCost
 from inferscale.config import load_config
 from inferscale.models.oracle_prm import OracleScorer, oracle_scores
+from inferscale.report.html import section_prm
 from inferscale.report.summary import format_summary
 from inferscale.single_stage import selection_problem
 from inferscale.stages import plan
@@ -130,3 +132,12 @@ def test_the_summary_names_the_oracle_instead_of_held_out_metrics(tmp_path, flop
     assert "oracle of exact step validity (noisy_oracle, step AUC 0.9, seed 0)" in line
     assert line.endswith(says)
     assert "held-out" not in text
+
+
+def test_the_reports_prm_section_names_the_oracle():
+    oracle = {"kind": "oracle", "auc": 1.0, "seed": 0, "flops": "zero"}
+    section = section_prm(SimpleNamespace(prm=oracle))
+    assert "an oracle of exact step validity (oracle, step AUC 1, seed 0)" in section
+    assert "held-out" not in section
+    learned = section_prm(SimpleNamespace(prm={"step_auc": 0.8}))
+    assert "held-out" in learned and "oracle" not in learned
