@@ -511,6 +511,12 @@ class PRMConfig(Strict):
         assert self.is_oracle
         return self.oracle or OracleSettings()
 
+    @property
+    def oracle_identity(self) -> dict:
+        """An oracle's kind and settings, resolved: what keys the stages that read it, and what
+        the report names it by."""
+        return {"kind": self.kind, **self.oracle_settings.model_dump()}
+
     @model_validator(mode="after")
     def _oracle(self) -> PRMConfig:
         if not self.is_oracle:

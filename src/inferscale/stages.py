@@ -166,7 +166,7 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         # The oracle reads no weights: its reads cost as its init policy's model, or nothing.
         cost_from = oracle_cost_policy(config)
         prm_input = model(cost_from) if cost_from is not None else None
-        prm_settings = {"prm": oracle_key_settings(config)}
+        prm_settings = {"prm": config.prm.oracle_identity}
     elif train_prm is not None:
         prm_input = train_prm
     evaluate = {
@@ -191,7 +191,7 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         {
             "analysis": config.analysis.model_dump(),
             # The report names the oracle: no training summary tells of it.
-            **({"prm": oracle_key_settings(config)} if config.prm and config.prm.is_oracle else {}),
+            **({"prm": config.prm.oracle_identity} if config.prm and config.prm.is_oracle else {}),
         },
         [*evaluate.values(), train_prm, measure_prm],
     )
@@ -212,12 +212,6 @@ def oracle_cost_policy(config: ExperimentConfig) -> PolicyConfig | None:
     free."""
     assert config.prm is not None and config.prm.is_oracle
     return config.prm_init_policy if config.prm.oracle_settings.flops == "prm" else None
-
-
-def oracle_key_settings(config: ExperimentConfig) -> dict:
-    """What keys the stages that read an oracle PRM: its kind and settings, resolved."""
-    assert config.prm is not None and config.prm.is_oracle
-    return {"kind": config.prm.kind, **config.prm.oracle_settings.model_dump()}
 
 
 def _given_checkpoints(config: ExperimentConfig, hashes: Path) -> dict[str, str]:

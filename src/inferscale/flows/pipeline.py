@@ -114,7 +114,7 @@ def _run_all(ctx: RunContext) -> str:
             failed[f"sft-{policy.name}"] = state.result(raise_on_failure=False)
         else:
             models[policy.name] = state.result()
-    prm_dir, prm_summary, prm_ready = None, None, True
+    prm_dir, prm_summary, prm_missing = None, None, None
     if config.prm is not None and config.prm.given:
         prm_dir, prm_summary = config.prm.checkpoint, _measure_prm(ctx, failed)
     elif config.prm is not None and config.prm.is_oracle:
@@ -122,10 +122,15 @@ def _run_all(ctx: RunContext) -> str:
         cost_from = oracle_cost_policy(config)
         if cost_from is not None:
             prm_dir = models.get(cost_from.name)
-            prm_ready = prm_dir is not None
+            if prm_dir is None:
+                prm_missing = (
+                    f"not run: the oracle PRM's reads cost as policy {cost_from.name}'s model, "
+                    "which did not train"
+                )
     elif config.prm is not None:
         prm_dir = prm_summary = _train_prm(ctx, models, data_dir, failed)
-        prm_ready = prm_dir is not None
+        if prm_dir is None:
+            prm_missing = "not run: its strategies need the PRM"
     evaluate = with_retries(evaluate_task, config)
     # On Ray the policies' evaluations run at once: their shards share the cluster.
     concurrent = config.execution.engine == "ray"
@@ -133,8 +138,8 @@ def _run_all(ctx: RunContext) -> str:
     for policy in config.policies:
         if policy.name not in models:
             continue
-        if config.evaluation.needs_prm and not prm_ready:
-            failed[f"evaluate-{policy.name}"] = "not run: its strategies need the PRM"
+        if config.evaluation.needs_prm and prm_missing:
+            failed[f"evaluate-{policy.name}"] = prm_missing
             continue
         args = (ctx, policy, models[policy.name], data_dir, prm_dir)
         runs[policy.name] = (

@@ -14,7 +14,7 @@ from inferscale.models.files import PRM_SUMMARY_FILE
 from inferscale.report.figures import write_figures
 from inferscale.report.files import REPORT_FILE, SUMMARY_FILE, TABLE_FILE, table_file
 from inferscale.report.html import ReportInputs, write_report
-from inferscale.stages import Plan, oracle_key_settings
+from inferscale.stages import Plan
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tracking.analysis_run import analysis_tables, log_analysis
 from inferscale.tracking.wandb_runs import finish_run, start_run
@@ -57,7 +57,7 @@ def analyze_task(
                 frame.to_csv(artifact.path / table_file(name), index=False)
         prm = {}
         if config.prm is not None and config.prm.is_oracle:
-            prm = oracle_key_settings(config)
+            prm = config.prm.oracle_identity
         elif prm_dir is not None:
             prm = json.loads((Path(prm_dir) / PRM_SUMMARY_FILE).read_text()).get("eval", {})
         summary = {"experiment": config.name, **analysis.summary(), "prm": prm}
