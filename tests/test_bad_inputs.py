@@ -560,6 +560,75 @@ CONFIG_CASES = [
         "two tokens",
     ),
     edit("prm-token-empty", {"prm.good_token": ""}, "prm.good_token", "must not be empty"),
+    # An oracle PRM: its kind and AUC agree, nothing trains or gives it, the synthetic task.
+    edit(
+        "oracle-settings-of-a-learned-prm",
+        {"prm.oracle": {"auc": 0.9}},
+        "prm.oracle:",
+        "prm.kind is learned",
+        "noisy_oracle",
+    ),
+    edit(
+        "exact-oracle-below-auc-1",
+        {"prm.kind": "oracle", "prm.labels": None, "prm.oracle": {"auc": 0.9}},
+        "prm.oracle.auc",
+        "use prm.kind: noisy_oracle",
+    ),
+    edit(
+        "noisy-oracle-without-an-auc",
+        {"prm.kind": "noisy_oracle", "prm.labels": None},
+        "prm.oracle.auc",
+        "set prm.oracle.auc",
+    ),
+    edit(
+        "noisy-oracle-at-auc-1",
+        {"prm.kind": "noisy_oracle", "prm.labels": None, "prm.oracle": {"auc": 1.0}},
+        "prm.oracle.auc",
+        "prm.kind: oracle",
+    ),
+    edit(
+        "oracle-auc-at-chance",
+        {"prm.kind": "noisy_oracle", "prm.labels": None, "prm.oracle": {"auc": 0.5}},
+        "prm.oracle.auc",
+        "greater than 0.5",
+    ),
+    edit(
+        "oracle-with-labels",
+        {"prm.kind": "oracle"},
+        "prm.labels",
+        "neither trained nor given",
+        "prm.labels: null",
+    ),
+    edit(
+        "oracle-with-a-checkpoint",
+        {"prm.kind": "oracle", "prm.labels": None, "prm.checkpoint": "org/prm"},
+        "prm.checkpoint",
+        "neither trained nor given",
+    ),
+    edit(
+        "oracle-with-a-dataset",
+        {
+            "prm.kind": "oracle",
+            "prm.labels": None,
+            "prm.dataset": {"source": "math_shepherd", "path": "x.jsonl"},
+        },
+        "prm.dataset",
+        "neither trained nor given",
+    ),
+    edit(
+        "oracle-cost-of-an-unknown-policy",
+        {"prm.kind": "oracle", "prm.labels": None, "prm.init_from": "XL"},
+        "prm.init_from",
+        "'XL' is not a policy",
+    ),
+    edit(
+        "oracle-on-datasets",
+        {"prm": {"kind": "oracle"}, "evaluation.strategies": ["greedy", "weighted_vote"]},
+        "prm.kind",
+        "synthetic task only",
+        "data.arithmetic",
+        base=dataset_raw,
+    ),
     # The PRM's training section: typed like sft's, its files checked like sft's.
     edit("unknown-prm-training-key", {"prm.training.lr": 0.1}, "prm.training.lr"),
     edit(

@@ -41,9 +41,21 @@ BASES["given"]["prm"] = {
     "format": "math_shepherd",
     "heldout": {"source": "math_shepherd", "path": "org/heldout", "split": "test"},
 }
+# The default evaluated with a noisy oracle instead of a learned PRM, its reads costing as S's
+# model (prm.init_from).
+BASES["oracle"] = copy.deepcopy(BASES["default"])
+BASES["oracle"]["prm"] |= {"kind": "noisy_oracle", "labels": None, "oracle": {"auc": 0.9}}
 # What each artifact of each base reads (a test's own account, not the planner's).
 INPUTS = {
     "default": DEFAULT_INPUTS,
+    "oracle": {
+        "prepare_data/data": (),
+        "sft/S": ("prepare_data/data",),
+        "sft/L": ("prepare_data/data",),
+        "evaluate/S": ("prepare_data/data", "sft/S"),
+        "evaluate/L": ("prepare_data/data", "sft/L", "sft/S"),
+        "analyze/report": ("evaluate/S", "evaluate/L"),
+    },
     "given": {
         "prepare_data/data": (),
         "sft/L": ("prepare_data/data",),
@@ -107,6 +119,10 @@ def llemma(value, *keys, **also) -> Row:
 
 def given(value, *keys, **also) -> Row:
     return setting(value, *keys, base="given", **also)
+
+
+def oracle(value, *keys, **also) -> Row:
+    return setting(value, *keys, base="oracle", **also)
 
 
 GIVEN_PRM_READERS = ("measure_prm/prm", "evaluate/S", "evaluate/L")
@@ -235,6 +251,12 @@ TABLE: dict[str, Row] = {
     "prm.heldout.subset": llemma("x", PRM),
     "prm.heldout.limit": llemma(100, PRM),
     "prm.init_from": setting("L", PRM),
+    # an oracle: the evaluations read it, and the report names it
+    "prm.kind": oracle("oracle", *D_EVAL, REPORT, prm__oracle__auc=1.0),
+    "prm.oracle.auc": oracle(0.8, *D_EVAL, REPORT),
+    "prm.oracle.seed": oracle(1, *D_EVAL, REPORT),
+    # free reads: no model's cost is read, so S's training is no input of L's evaluation
+    "prm.oracle.flops": oracle("zero", *D_EVAL, REPORT),
     "prm.label": setting("hard", PRM),
     "prm.good_token": setting(" =", PRM),
     "prm.bad_token": setting(" *", PRM),

@@ -142,6 +142,11 @@ def test_variant_keys_follow_what_they_depend_on(tmp_path):
             },
             ("experiment", "kind: rollout"),
         ),
+        (
+            None,
+            {"prm": {"kind": "noisy_oracle", "oracle": {"auc": 0.9}}},
+            ("experiment", "not a given PRM", "nor an oracle (prm.kind)"),
+        ),
     ],
     ids=lambda x: None,
 )

@@ -97,6 +97,10 @@ class ModelCost:
         )
 
 
+# What a read costs that is counted as free (an oracle PRM with `flops: zero`).
+FREE = ModelCost(non_embedding=0, total=0, n_layer=0, d_model=0)
+
+
 def reward_head_cost(config: Any) -> ModelCost:
     """The cost of a model read through a two-class head at every position instead of an LM
     head (Qwen2.5-Math-PRM: Linear(H, H) -> ReLU -> Linear(H, 2)): the head's first layer runs

@@ -446,13 +446,28 @@ class PRMTrainingConfig(Strict):
 
 
 PRMFormat = Literal["inferscale", "math_shepherd", "qwen_prm", "rlhflow"]
+PRMKind = Literal["learned", "oracle", "noisy_oracle"]
+ORACLE_KINDS = ("oracle", "noisy_oracle")
+
+
+class OracleSettings(Strict):
+    """An oracle PRM (synthetic task only, `models/oracle_prm.py`): its step AUC against exact
+    validity, the seed of its noise, and whether its reads cost what a PRM trained from
+    `prm.init_from` would ("prm") or nothing ("zero")."""
+
+    auc: Annotated[float, Field(gt=0.5, le=1)] = 1.0
+    seed: Annotated[int, Field(ge=0)] = 0
+    flops: Literal["prm", "zero"] = "prm"
 
 
 class PRMConfig(Strict):
     """The process reward model: trained on step labels by rollouts (`labels`) or on an
     upstream Math-Shepherd file (`dataset`), from a policy's checkpoint or a hub model; or
-    given (`checkpoint`, a hub id or a local folder) in one of the public PRMs' formats."""
+    given (`checkpoint`, a hub id or a local folder) in one of the public PRMs' formats; or,
+    on the synthetic task, an oracle that knows each step's validity (`kind`, `oracle`)."""
 
+    kind: PRMKind = "learned"
+    oracle: OracleSettings | None = None
     checkpoint: Annotated[str, Field(min_length=1)] | None = None
     revision: Annotated[str, Field(min_length=1)] | None = None  # of a hub checkpoint
     # How the given checkpoint reads a solution: ours (a PRM this tool trained), Math-Shepherd's,
@@ -505,6 +520,59 @@ class PRMConfig(Strict):
     def given(self) -> bool:
         return self.checkpoint is not None
 
+    @property
+    def is_oracle(self) -> bool:
+        return self.kind in ORACLE_KINDS
+
+    @property
+    def trained(self) -> bool:
+        return not self.given and not self.is_oracle
+
+    @property
+    def oracle_settings(self) -> OracleSettings:
+        """The oracle's settings, defaults resolved (an oracle kind only)."""
+        assert self.is_oracle
+        return self.oracle or OracleSettings()
+
+    @property
+    def oracle_identity(self) -> dict:
+        """An oracle's kind and settings, resolved: what keys the stages that read it, and what
+        the report names it by."""
+        return {"kind": self.kind, **self.oracle_settings.model_dump()}
+
+    @model_validator(mode="after")
+    def _oracle(self) -> PRMConfig:
+        if not self.is_oracle:
+            if self.oracle is not None:
+                raise FieldError(
+                    "oracle",
+                    "sets an oracle PRM, and prm.kind is learned: set prm.kind: oracle (exact) "
+                    "or noisy_oracle (a set AUC), or drop prm.oracle",
+                )
+            return self
+        for name in ("checkpoint", "labels", "dataset", "heldout"):
+            if getattr(self, name) is not None:
+                raise FieldError(
+                    name,
+                    f"is set, and prm.kind is {self.kind}: an oracle PRM is neither trained nor "
+                    f"given; set prm.{name}: null, or prm.kind: learned",
+                )
+        auc = self.oracle_settings.auc
+        if self.kind == "oracle" and auc < 1:
+            raise FieldError(
+                "oracle.auc",
+                f"is {auc}, and prm.kind: oracle scores exact validity (AUC 1); use "
+                "prm.kind: noisy_oracle for an AUC below 1",
+            )
+        if self.kind == "noisy_oracle" and auc == 1:
+            given = "is 1 (exact)" if self.oracle is not None else "is not set"
+            raise FieldError(
+                "oracle.auc",
+                f"{given}, and prm.kind: noisy_oracle needs an AUC below 1: set "
+                "prm.oracle.auc (e.g. 0.9), or use prm.kind: oracle",
+            )
+        return self
+
     @model_validator(mode="after")
     def _given_or_trained(self) -> PRMConfig:
         if self.revision is not None and self.checkpoint is None:
@@ -541,7 +609,7 @@ class PRMConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> PRMConfig:
-        if self.checkpoint is not None:
+        if not self.trained:
             return self
         if (self.labels is None) == (self.dataset is None):
             raise ValueError("give either `labels` (rollouts from a policy) or `dataset`")
@@ -856,8 +924,28 @@ class ExperimentConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _oracle_on_the_synthetic_task(self) -> ExperimentConfig:
+        prm = self.prm
+        if prm is None or not prm.is_oracle:
+            return self
+        if self.data.arithmetic is None:
+            raise FieldError(
+                "prm.kind",
+                f"is {prm.kind}, and exact step validity is known on the synthetic task only: "
+                "use data.arithmetic, or prm.kind: learned",
+            )
+        names = [p.name for p in self.policies]
+        if prm.init_from is not None and prm.init_from not in names:
+            raise FieldError(
+                "prm.init_from",
+                f"{prm.init_from!r} is not a policy; an oracle's reads cost what a PRM trained "
+                f"from a policy would: name one of {names}",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _prm_nodes_need_a_hostfile(self) -> ExperimentConfig:
-        trains = self.prm is not None and not self.prm.given
+        trains = self.prm is not None and self.prm.trained
         training = self.prm_training if trains else None
         if training is not None and training.num_nodes > 1 and training.hostfile is None:
             raise FieldError(
@@ -938,7 +1026,7 @@ class ExperimentConfig(Strict):
                 f"learn nothing; set it to at least {lengths.prompt + 1} ({lengths.example} "
                 "holds the longest whole example)",
             )
-        init = self.prm_init_policy if self.prm is not None else None
+        init = self.prm_init_policy if self.prm is not None and self.prm.trained else None
         from_task = lengths is not None and init is not None and init.sized
         # The PRM reads the plain prompt, without a chat or examples.
         prm_lengths = self._task_lengths(self.data.format.step_format()) if from_task else None
@@ -1038,11 +1126,13 @@ class ExperimentConfig(Strict):
 
     @property
     def prm_init_policy(self) -> PolicyConfig | None:
-        """The policy whose checkpoint the PRM starts from; None for a hub model or a given
-        PRM."""
+        """The policy whose checkpoint the PRM starts from (for an oracle, whose architecture
+        its reads cost as; the first policy by default); None for a hub model or a given PRM."""
         assert self.prm is not None
         if self.prm.given:
             return None
+        if self.prm.is_oracle and self.prm.init_from is None:
+            return self.policies[0]
         if self.prm.init_from is None:
             return self.labelling_policy
         return next((p for p in self.policies if p.name == self.prm.init_from), None)
@@ -1205,7 +1295,7 @@ def parse_config(
         raise _refusal(source, _problems(err)) from None
     # Only what trains reads a DeepSpeed config; the launcher reads a hostfile only for more
     # than one node. The PRM's training settings default to the sft section's.
-    prm_trains = config.prm is not None and not config.prm.given
+    prm_trains = config.prm is not None and config.prm.trained
     if not prm_trains and not any(p.trained for p in config.policies):
         return config
     prm_nodes = config.prm_training.num_nodes if prm_trains else 1

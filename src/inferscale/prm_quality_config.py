@@ -145,13 +145,13 @@ def check_study(study: PRMQualityConfig, config: ExperimentConfig, source: str) 
             "name an experiment with a data.arithmetic task",
         )
     prm = config.prm
-    if prm is None or prm.given or prm.labels is None or prm.labels.kind != "rollout":
+    if prm is None or not prm.trained or prm.labels is None or prm.labels.kind != "rollout":
         raise refuse(
             source,
             "experiment",
             "the study compares PRMs with one trained on the experiment's rollout labels; name "
-            "an experiment whose prm section trains on labels by rollouts (prm.labels, kind: "
-            "rollout)",
+            "an experiment whose prm section trains on labels made by rollouts (prm.labels, "
+            "kind: rollout), not a given PRM (prm.checkpoint) nor an oracle (prm.kind)",
         )
     if "majority_vote" not in config.evaluation.strategies:
         raise refuse(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from inferscale.artifacts import StageArtifact
 from inferscale.config import ExperimentConfig
-from inferscale.stages import STAGES, Plan
+from inferscale.stages import STAGES, Plan, oracle_cost_policy
 
 PER_POLICY_STAGES = ("sft", "evaluate")
 
@@ -69,8 +69,14 @@ def input_steps(config: ExperimentConfig, plan: Plan, step: Step) -> list[Step]:
             steps.append(Step("label_steps", None, plan.label_steps))
         return steps
     if step.stage == "evaluate":
-        needs_prm = config.evaluation.needs_prm
-        return [data, *sft(step.policy), *([prm] if needs_prm and prm else [])]
+        if not config.evaluation.needs_prm:
+            return [data, *sft(step.policy)]
+        if config.prm is not None and config.prm.is_oracle:
+            # Its reads cost as a policy's model: that policy's training, unless it is this one.
+            cost_from = oracle_cost_policy(config)
+            names = dict.fromkeys([step.policy, *([cost_from.name] if cost_from else [])])
+            return [data, *(s for name in names for s in sft(name))]
+        return [data, *sft(step.policy), *([prm] if prm else [])]
     evaluations = [Step("evaluate", name, a) for name, a in plan.evaluate.items()]
     return [*evaluations, *(s for s in (prm, measured) if s is not None)]
 
@@ -138,6 +144,8 @@ def _why_not(config: ExperimentConfig, stage: str) -> str:
         return "every policy is a given checkpoint"
     if config.prm is None:
         return "it has no PRM"
+    if config.prm.is_oracle:
+        return f"its PRM is an oracle (prm.kind: {config.prm.kind}), neither trained nor measured"
     if stage == "measure_prm":
         if not config.prm.given:
             return "its PRM is trained, and its training measures it"

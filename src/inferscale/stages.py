@@ -60,6 +60,7 @@ EVALUATION_SPEED_SETTINGS = {
 # The scorer's batch and cache; where a training's nodes are and how often it logs.
 PRM_SPEED_SETTINGS = frozenset({"batch_size", "cache_bytes"})
 GIVEN_PRM_SETTINGS = frozenset({"checkpoint", "revision", "format"})
+ORACLE_SETTINGS = frozenset({"kind", "oracle"})
 TRAINING_SPEED_SETTINGS = frozenset({"hostfile", "logging_steps"})
 # Whole sections about how a run is carried out (retried, tracked, where it runs), never what a
 # stage computes.
@@ -161,6 +162,11 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
                 },
                 [prm_input],
             )
+    elif config.prm is not None and config.prm.is_oracle:
+        # The oracle reads no weights: its reads cost as its init policy's model, or nothing.
+        cost_from = oracle_cost_policy(config)
+        prm_input = model(cost_from) if cost_from is not None else None
+        prm_settings = {"prm": config.prm.oracle_identity}
     elif train_prm is not None:
         prm_input = train_prm
     evaluate = {
@@ -184,6 +190,8 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         "report",
         {
             "analysis": config.analysis.model_dump(),
+            # The report names the oracle: no training summary tells of it.
+            **({"prm": config.prm.oracle_identity} if config.prm and config.prm.is_oracle else {}),
         },
         [*evaluate.values(), train_prm, measure_prm],
     )
@@ -197,6 +205,13 @@ def plan(config: ExperimentConfig, code_root: Path = PACKAGE_ROOT) -> Plan:
         evaluate=evaluate,
         analyze=analyze,
     )
+
+
+def oracle_cost_policy(config: ExperimentConfig) -> PolicyConfig | None:
+    """The policy whose model an oracle PRM's reads cost as (`flops: prm`); None when they are
+    free."""
+    assert config.prm is not None and config.prm.is_oracle
+    return config.prm_init_policy if config.prm.oracle_settings.flops == "prm" else None
 
 
 def _given_checkpoints(config: ExperimentConfig, hashes: Path) -> dict[str, str]:
@@ -253,7 +268,7 @@ def _prm_stages(
     generation: dict,
 ) -> tuple[StageArtifact | None, StageArtifact | None]:
     prm = config.prm
-    if prm is None or prm.given:
+    if prm is None or not prm.trained:
         return None, None
     label_steps = None
     if prm.labels is not None:
@@ -277,9 +292,15 @@ def _prm_stages(
         "prm",
         {
             "prm": {
-                # What names a given PRM is out: a trained one has none of it.
+                # What names a given PRM or an oracle is out: a trained one has none of it.
                 **prm.model_dump(
-                    exclude={"labels", "training", *GIVEN_PRM_SETTINGS, *PRM_SPEED_SETTINGS}
+                    exclude={
+                        "labels",
+                        "training",
+                        *GIVEN_PRM_SETTINGS,
+                        *ORACLE_SETTINGS,
+                        *PRM_SPEED_SETTINGS,
+                    }
                 ),
                 # A policy's checkpoint is an input; a hub model, by its id.
                 "init_from": prm.init_from if init is None else None,

@@ -1,7 +1,7 @@
 """The end-to-end flow: prepare_data -> sft (per policy) -> label_steps -> train_prm ->
 evaluate (per policy) -> analyze. A given policy (a checkpoint) skips sft; a given PRM skips
 label_steps and train_prm, and is measured on held-out labels (measure_prm) when the config
-has them.
+has them; an oracle PRM (`prm.kind`) skips them too.
 
 Each task returns the path of its artifact and skips itself when that artifact is complete.
 A failed branch (one policy's training or evaluation) does not stop the others; the flow
@@ -22,7 +22,7 @@ from prefect.states import State
 from inferscale.config import parse_config
 from inferscale.ray_engine import SHARDED_STAGES, hold_ray
 from inferscale.single_stage import selected_steps, selection_problem
-from inferscale.stages import STAGES, plan, run_root, stages_to_refresh
+from inferscale.stages import STAGES, oracle_cost_policy, plan, run_root, stages_to_refresh
 from inferscale.tasks.analyze import analyze_task
 from inferscale.tasks.context import RunContext
 from inferscale.tasks.evaluate import evaluate_task
@@ -114,11 +114,23 @@ def _run_all(ctx: RunContext) -> str:
             failed[f"sft-{policy.name}"] = state.result(raise_on_failure=False)
         else:
             models[policy.name] = state.result()
-    prm_dir, prm_summary = None, None
+    prm_dir, prm_summary, prm_missing = None, None, None
     if config.prm is not None and config.prm.given:
         prm_dir, prm_summary = config.prm.checkpoint, _measure_prm(ctx, failed)
+    elif config.prm is not None and config.prm.is_oracle:
+        # The oracle is ready as it is; its reads may cost as a policy's model, read from it.
+        cost_from = oracle_cost_policy(config)
+        if cost_from is not None:
+            prm_dir = models.get(cost_from.name)
+            if prm_dir is None:
+                prm_missing = (
+                    f"not run: the oracle PRM's reads cost as policy {cost_from.name}'s model, "
+                    "which did not train"
+                )
     elif config.prm is not None:
         prm_dir = prm_summary = _train_prm(ctx, models, data_dir, failed)
+        if prm_dir is None:
+            prm_missing = "not run: its strategies need the PRM"
     evaluate = with_retries(evaluate_task, config)
     # On Ray the policies' evaluations run at once: their shards share the cluster.
     concurrent = config.execution.engine == "ray"
@@ -126,8 +138,8 @@ def _run_all(ctx: RunContext) -> str:
     for policy in config.policies:
         if policy.name not in models:
             continue
-        if config.evaluation.needs_prm and prm_dir is None:
-            failed[f"evaluate-{policy.name}"] = "not run: its strategies need the PRM"
+        if config.evaluation.needs_prm and prm_missing:
+            failed[f"evaluate-{policy.name}"] = prm_missing
             continue
         args = (ctx, policy, models[policy.name], data_dir, prm_dir)
         runs[policy.name] = (
@@ -193,6 +205,9 @@ def _run_only(
     if config.prm is not None and config.prm.given:
         prm_dir = config.prm.checkpoint
         prm_summary = str(p.measure_prm.path) if p.measure_prm is not None else None
+    elif config.prm is not None and config.prm.is_oracle:
+        cost_from = oracle_cost_policy(config)
+        prm_dir = model(cost_from.name) if cost_from is not None else None
     states = {}
     for step in selected_steps(config, p, stage, policy):
         if stage == "prepare_data":

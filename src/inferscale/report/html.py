@@ -13,6 +13,7 @@ from inferscale.analysis.coverage import PolicyCoverage
 from inferscale.analysis.experiment import ExperimentAnalysis
 from inferscale.analysis.optimal import ComputeOptimal
 from inferscale.analysis.points import is_level
+from inferscale.report.summary import describe_oracle
 from inferscale.scaling import laws
 from inferscale.scaling.frontier import Choice, beyond_noise
 from inferscale.search.registry import STRATEGIES
@@ -37,7 +38,7 @@ class ReportInputs:
     experiment: str
     analysis: ExperimentAnalysis
     figures: dict[str, Path]  # name -> PNG
-    prm: dict = field(default_factory=dict)  # held-out PRM metrics
+    prm: dict = field(default_factory=dict)  # held-out PRM metrics, or an oracle's settings
     stage_seconds: list[tuple[str, str, float | None]] = field(default_factory=list)
     config_yaml: str = ""
 
@@ -345,6 +346,11 @@ def section_difficulty(inputs: ReportInputs) -> str:
 def section_prm(inputs: ReportInputs) -> str:
     if not inputs.prm:
         return ""
+    if "kind" in inputs.prm:
+        return f"""
+<h2 id="prm">Process reward model</h2>
+<p>{e(describe_oracle(inputs.prm))}.</p>
+"""
     flat = {}
     for k, v in inputs.prm.items():
         flat |= {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}

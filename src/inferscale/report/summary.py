@@ -17,6 +17,15 @@ def _error(top: dict) -> str:
     return f"{top['error']:.3f} ± {top['stderr']:.3f}"
 
 
+def describe_oracle(prm: dict) -> str:
+    """An oracle PRM (`summary.json`'s `prm`: its kind and settings), in one sentence."""
+    reads = "as a PRM trained from prm.init_from" if prm["flops"] == "prm" else "as zero"
+    return (
+        f"PRM: an oracle of exact step validity ({prm['kind']}, step AUC {prm['auc']:g}, "
+        f"seed {prm['seed']}); its reads' FLOPs count {reads}"
+    )
+
+
 def format_summary(summary: dict, report_dir: Path) -> str:
     lines = [f"experiment {summary['experiment']} (error rates ± standard error over questions)"]
     for name, row in summary["policies"].items():
@@ -103,7 +112,9 @@ def format_summary(summary: dict, report_dir: Path) -> str:
             )
         )
     prm = summary.get("prm")
-    if prm:
+    if prm and "kind" in prm:
+        lines.append(describe_oracle(prm))
+    elif prm:
         lines.append(
             "PRM on held-out labelled steps: step AUC "
             + (f"{prm['step_auc']:.3f}" if prm.get("step_auc") is not None else "n/a")

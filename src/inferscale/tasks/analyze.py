@@ -56,7 +56,9 @@ def analyze_task(
             if name != "points" and not frame.empty:
                 frame.to_csv(artifact.path / table_file(name), index=False)
         prm = {}
-        if prm_dir is not None:
+        if config.prm is not None and config.prm.is_oracle:
+            prm = config.prm.oracle_identity
+        elif prm_dir is not None:
             prm = json.loads((Path(prm_dir) / PRM_SUMMARY_FILE).read_text()).get("eval", {})
         summary = {"experiment": config.name, **analysis.summary(), "prm": prm}
         write_json(artifact.path / SUMMARY_FILE, summary)

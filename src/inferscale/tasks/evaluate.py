@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 from transformers import AutoConfig, AutoTokenizer
 
 from inferscale.artifacts import Timer
-from inferscale.compute import ModelCost, count_parameters, reward_head_cost
+from inferscale.compute import FREE, ModelCost, count_parameters, reward_head_cost
 from inferscale.config import ExperimentConfig, PolicyConfig
 from inferscale.data.prepare import TEST_FILE
 from inferscale.data.prompting import policy_format
@@ -41,9 +41,15 @@ from inferscale.tasks.prm_reader import open_prm
 from inferscale.tracking.wandb_runs import finish_run, log_table, start_run
 
 
-def prm_cost(config: ExperimentConfig, prm_dir: str) -> ModelCost:
-    """What the PRM costs per token read, from its config: a causal LM's logits, or a reward
-    head's two outputs."""
+def prm_cost(config: ExperimentConfig, prm_dir: str | None) -> ModelCost | None:
+    """What the PRM costs per token read, from the config in `prm_dir`: a causal LM's logits, or
+    a reward head's two outputs (an oracle's reads: its init policy's model, or nothing with
+    `flops: zero`); None when the evaluation is given no PRM to read."""
+    prm = config.prm
+    if prm is not None and prm.is_oracle and prm.oracle_settings.flops == "zero":
+        return FREE
+    if prm_dir is None:
+        return None
     prm_config = AutoConfig.from_pretrained(prm_dir)
     if config.prm.format == "qwen_prm":
         return reward_head_cost(prm_config)
@@ -75,7 +81,9 @@ def evaluation_inputs(
     data_dir: str,
     prm_dir: str | None,
 ) -> tuple[list[Problem], EvaluationPlan, str, str | None]:
-    """The questions a policy is evaluated on, its plan, and where its model and PRM load from."""
+    """The questions a policy is evaluated on, its plan, and where its model and PRM load from.
+    The plan reads a PRM when it has the PRM's cost (`prm_dir`, or an oracle whose reads are
+    free)."""
     cfg, gen = config.evaluation, config.generation
     problems = read_problems(Path(data_dir) / TEST_FILE)[: cfg.limit]
     model_dir = policy_dir(policy, model_dir)
@@ -99,7 +107,7 @@ def evaluation_inputs(
         search=search_settings(config, fmt),
         search_budgets={s: cfg.search.budgets[s] for s in cfg.tree_strategies},
         search_limit=cfg.search.limit,
-        prm_cost=prm_cost(config, prm_dir) if prm_dir else None,
+        prm_cost=prm_cost(config, prm_dir),
     )
     return problems, plan, model_dir, prm_dir
 
@@ -138,7 +146,7 @@ def evaluate_shard_task(
         plan,
         lambda name: shard_store(out, shard, store_path(out, name).name),
         lambda: load_backend(config.generation, model_dir),
-        (lambda: open_prm(config, prm_dir)) if prm_dir else None,
+        (lambda: open_prm(config, prm_dir)) if plan.prm_cost is not None else None,
         log=lambda msg: logger.info("%s shard %d: %s", policy.name, shard, msg),
         progress=stage_progress(f"evaluate-{policy.name}-shard-{shard}"),
     )
@@ -219,7 +227,9 @@ def evaluate_task(
             artifact.path,
             plan,
             open_backend=lambda: load_backend(gen, model_dir),
-            open_scorer=(lambda: open_prm(ctx.config, prm_dir)) if prm_dir else None,
+            open_scorer=(
+                (lambda: open_prm(ctx.config, prm_dir)) if plan.prm_cost is not None else None
+            ),
             log=lambda msg: logger.info("%s %s", policy.name, msg),
             progress=stage_progress(f"evaluate-{policy.name}"),
         )

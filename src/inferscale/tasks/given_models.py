@@ -16,8 +16,11 @@ def policy_dir(policy: PolicyConfig, model: str) -> str:
 
 
 def prm_dir(config: ExperimentConfig, prm: str) -> str:
-    """The folder of the PRM's weights; `prm` is its training's artifact or its checkpoint."""
+    """The folder of the PRM's weights; `prm` is its training's artifact or its checkpoint (for
+    an oracle, the model of the policy whose architecture its reads cost as)."""
     assert config.prm is not None
+    if config.prm.is_oracle:
+        return policy_dir(config.prm_init_policy, prm)
     if not config.prm.given:
         return prm
     return local_checkpoint(config.prm.checkpoint, config.prm.revision)

@@ -9,12 +9,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from inferscale.artifacts import StageArtifact, Timer, write_json
-from inferscale.compute import ModelCost
-from inferscale.data.prepare import step_format
+from inferscale.compute import FREE
 from inferscale.data.step_labels import read_step_labels
 from inferscale.evaluation import searched_ids
 from inferscale.generation.backends import load_backend
-from inferscale.models.oracle_prm import OracleScorer
 from inferscale.models.prm_metrics import score_heldout
 from inferscale.prm_quality_config import PRMQualityConfig, balance_width
 from inferscale.prm_quality_plan import Variant
@@ -23,24 +21,18 @@ from inferscale.scores import SCORES_FILE
 from inferscale.tasks.context import RunContext, stage_body
 from inferscale.tasks.evaluate import evaluation_inputs
 from inferscale.tasks.label_steps import HELDOUT_FILE, exact_validity
-from inferscale.tasks.prm_reader import open_prm
+from inferscale.tasks.prm_reader import open_prm, oracle_scorer
 from inferscale.variant_evaluation import evaluate_variant, variant_plan
 
 HELDOUT_METRICS_FILE = "heldout.json"
 BALANCE_SCORES_FILE = "balance_scores.jsonl"
-FREE = ModelCost(non_embedding=0, total=0, n_layer=0, d_model=0)
 
 
 def open_variant_scorer(ctx: RunContext, variant: Variant, prm_dir: str | None):
     """The variant's PRM behind the scorer interface."""
     if variant.kind == "learned":
         return open_prm(ctx.config, prm_dir)
-    return OracleScorer(
-        modulus=ctx.config.data.arithmetic.modulus,
-        answer_phrase=step_format(ctx.config.data).answer_phrase,
-        auc=variant.auc,
-        seed=variant.seed,
-    )
+    return oracle_scorer(ctx.config, variant.auc, variant.seed)
 
 
 def model_dir(ctx: RunContext, name: str) -> str:
