@@ -279,3 +279,27 @@ def test_the_evaluate_only_configs_validate_and_train_nothing():
     public = load_config(CONFIGS / "public_prm.yaml")
     assert public.prm.format == "math_shepherd" and public.data.train is None
     assert public.data.format.chat_template == "tokenizer"
+
+
+def test_the_readme_exact_labels_command_line_relabels_the_defaults_solutions():
+    """The README's `--set` for exact labels: the same solutions (policy, questions, samples,
+    temperature), no completer, and the default's data and policies reused by their keys."""
+    from inferscale.stages import plan
+
+    labels = (
+        "prm.labels={kind: exact, policy: S, questions: 1600, heldout_questions: 100, "
+        "samples_per_question: 4}"
+    )
+    assert labels in " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    default = load_config(CONFIGS / "default.yaml")
+    exact = load_config(CONFIGS / "default.yaml", overrides=[labels])
+    assert exact.prm.labels.kind == "exact" and exact.completer_policy.name == "S"
+    same = ("policy", "questions", "heldout_questions", "samples_per_question", "temperature")
+    assert {f: getattr(exact.prm.labels, f) for f in same} == {
+        f: getattr(default.prm.labels, f) for f in same
+    }
+    before, after = plan(default), plan(exact)
+    assert after.prepare_data.key == before.prepare_data.key
+    assert {n: a.key for n, a in after.sft.items()} == {n: a.key for n, a in before.sft.items()}
+    assert after.label_steps.key != before.label_steps.key
+    assert "rollouts_per_step" not in after.label_steps.material["settings"]["prm"]["labels"]
